@@ -1,0 +1,97 @@
+"""Class names and left/right flip pairs of the supported data sets.
+
+This is the single place where label spaces are defined: the readers, the
+transforms (flip class swap), the visualiser and the configs all read from here.
+Ids follow the on-disk annotations: 0 is background, parts are 1..C-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MHP_V2_CLASSES: tuple[str, ...] = (
+    "background",
+    "cap/hat", "helmet", "face", "hair",
+    "left-arm", "right-arm", "left-hand", "right-hand",
+    "protector", "bikini/bra", "jacket/windbreaker/hoodie", "t-shirt",
+    "polo-shirt", "sweater", "singlet", "torso-skin",
+    "pants", "shorts/swim-shorts", "skirt", "stockings",
+    "socks", "left-boot", "right-boot", "left-shoe",
+    "right-shoe", "left-highheel", "right-highheel", "left-sandal",
+    "right-sandal", "left-leg", "right-leg", "left-foot",
+    "right-foot", "coat", "dress", "robe",
+    "jumpsuit", "other-full-body-clothes", "headwear", "backpack",
+    "ball", "bats", "belt", "bottle",
+    "carrybag", "cases", "sunglasses", "eyewear",
+    "glove", "scarf", "umbrella", "wallet/purse",
+    "watch", "wristband", "tie", "other-accessary",
+    "other-upper-body-clothes", "other-lower-body-clothes",
+)  # fmt: skip
+
+MHP_V2_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (5, 6), (7, 8), (22, 23), (24, 25), (26, 27), (28, 29), (30, 31), (32, 33),
+)  # fmt: skip
+
+DENSEPOSE_CLASSES: tuple[str, ...] = (
+    "background",
+    "torso", "right-hand", "left-hand", "left-foot", "right-foot",
+    "upper-leg-right", "upper-leg-left", "lower-leg-right", "lower-leg-left",
+    "upper-arm-left", "upper-arm-right", "lower-arm-left", "lower-arm-right",
+    "head",
+)  # fmt: skip
+
+DENSEPOSE_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """Label space of one data set.
+
+    Attributes:
+        name: Short name used in configs (``mhp``, ``densepose``).
+        classes: Class names, index = class id, 0 = background.
+        flip_pairs: Pairs of class ids swapped by a horizontal flip.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (59 for MHP v2, 15 for DensePose)."""
+        return len(self.classes)
+
+    @property
+    def num_part_classes(self) -> int:
+        """Number of part classes C_P (background excluded)."""
+        return len(self.classes) - 1
+
+    def flip_lut(self) -> np.ndarray:
+        """Lookup table mapping a class id to its mirror id, shape ``(num_classes,)`` uint8."""
+        lut = np.arange(self.num_classes, dtype=np.uint8)
+        for a, b in self.flip_pairs:
+            lut[a], lut[b] = b, a
+        return lut
+
+
+MHP_V2 = DatasetMeta("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)
+DENSEPOSE = DatasetMeta("densepose", DENSEPOSE_CLASSES, DENSEPOSE_FLIP_PAIRS)
+
+DATASETS: dict[str, DatasetMeta] = {"mhp": MHP_V2, "synthetic": MHP_V2, "densepose": DENSEPOSE}
+
+
+def get_dataset_meta(name: str) -> DatasetMeta:
+    """Return the label space of a data set by config name.
+
+    Raises:
+        KeyError: with the known names, when ``name`` is unknown.
+    """
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown data set {name!r}; known: {sorted(DATASETS)}") from None
