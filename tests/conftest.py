@@ -11,7 +11,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "smp_parsing_mpl"))
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
-import torch  # noqa: E402
+import torch
 
 # Two cores on the reference machine: keep intra-op threads modest so tests are stable.
 torch.set_num_threads(min(2, torch.get_num_threads()))
