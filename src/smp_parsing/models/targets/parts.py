@@ -1,0 +1,84 @@
+"""Part category and mask targets over the FPN levels (SOLOv2-style, paper Table 1).
+
+Shapes convention: B batch size, M part instances of the batch, L levels, S_l grid of
+level l, C_P part classes, P positive cells over all levels, H x W padded input,
+s the mask stride (4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from smp_parsing.models.targets.instances import BatchInstances
+
+
+@dataclass
+class PartTargets:
+    """Targets of the part category and kernel sub-heads.
+
+    Attributes:
+        labels: per level ``(B, S_l, S_l)`` long, 0 = background, else the part class
+            ``1..C_P`` of the cell's owner (channel ``label - 1`` of the category logits).
+        pos_batch: ``(P,)`` long image of each positive cell (all levels, level-major).
+        pos_level: ``(P,)`` long level of each positive cell.
+        pos_cell: ``(P,)`` long flat cell index ``y * S_l + x`` in its level.
+        pos_instance: ``(P,)`` long part instance owning the cell (index into
+            ``instances.parts``).
+        mask_targets: ``(P, H / s, W / s)`` bool, the owner's mask at the mask stride.
+        num_pos: P as a 0-dim long tensor.
+    """
+
+    labels: list[Tensor]
+    pos_batch: Tensor
+    pos_level: Tensor
+    pos_cell: Tensor
+    pos_instance: Tensor
+    mask_targets: Tensor
+    num_pos: Tensor
+
+
+def level_assignment(boxes: Tensor, scale_ranges: Sequence[Sequence[float]]) -> Tensor:
+    """Which levels each instance belongs to, by ``sqrt(w * h)`` of its box.
+
+    A level takes the instance when ``lo <= sqrt(w * h) <= hi``; ranges overlap, so an
+    instance can go to two levels.
+
+    Args:
+        boxes: ``(M, 4)`` float ``(x1, y1, x2, y2)``.
+        scale_ranges: L pairs ``(lo, hi)``.
+
+    Returns:
+        ``(L, M)`` bool.
+    """
+    raise NotImplementedError
+
+
+@torch.no_grad()
+def build_part_targets(
+    instances: BatchInstances,
+    *,
+    grids: Sequence[int],
+    scale_ranges: Sequence[Sequence[float]],
+    epsilon: float,
+) -> PartTargets:
+    """Per-level part category targets and the positive cells with their mask targets.
+
+    Each part instance goes to every level whose scale range holds ``sqrt(w * h)`` of its
+    box; its center region cells on that level's grid get its class. Overlapping
+    instances on one cell: the smaller area wins, ties -> lower index
+    (:func:`~smp_parsing.models.targets.center.assign_cells`).
+
+    Args:
+        instances: the batch instances.
+        grids: L grid sizes S_l (40, 36, 24, 16, 12 at 1x).
+        scale_ranges: L ``(lo, hi)`` pairs on ``sqrt(w * h)`` in input pixels.
+        epsilon: center-region scale (0.2).
+
+    Returns:
+        The :class:`PartTargets`.
+    """
+    raise NotImplementedError
