@@ -1,0 +1,210 @@
+"""Reader for DensePose-COCO used as 15-class multi-human parsing.
+
+Each person annotation may carry ``dp_masks``: 14 COCO RLEs (or empty entries) on a 256 x 256 frame
+that spans the annotation ``bbox``. The decoding follows ``shared/spec/data_formats.md`` section 2
+to the letter: paint parts 1..14 in order (later parts overwrite), take the integer box clipped to
+the image, resize the 256 x 256 map into it with nearest neighbour and paste it into an empty map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.data.mhp import read_image
+
+log = logging.getLogger(__name__)
+
+DP_FRAME = 256  # side of the frame the dp_masks RLEs are drawn on
+NUM_DP_PARTS = 14
+
+DENSEPOSE_LAYOUT_HELP = """expected DensePose-COCO files:
+  ann_file:   densepose_coco_2014_train.json / densepose_coco_2014_minival.json (COCO format,
+              person annotations with `dp_masks`)
+  image_root: the COCO 2014 images the json's `file_name`s point to (train2014/ or val2014/)
+Without the real data set, use the synthetic one: `data=synthetic`."""
+
+
+def decode_dp_masks(dp_masks: list[Any], source: Path) -> np.ndarray:
+    """Turn the 14 part RLEs of one person into one label map on the 256 x 256 frame.
+
+    Args:
+        dp_masks: 14 entries, each a COCO RLE dict or falsy when the part is absent.
+        source: The annotation file, named in errors.
+
+    Returns:
+        ``256 x 256`` uint8 map with ids 0..14; where parts overlap the higher id wins, which is the
+        "later parts overwrite" rule of the reference painter.
+
+    Raises:
+        BadSampleError: when there are not 14 entries or an RLE cannot be decoded.
+    """
+    if len(dp_masks) != NUM_DP_PARTS:
+        raise BadSampleError(source, f"dp_masks has {len(dp_masks)} entries, expected 14")
+    present = [i for i, rle in enumerate(dp_masks) if rle]
+    label = np.zeros((DP_FRAME, DP_FRAME), np.uint8)
+    if not present:
+        return label
+    try:
+        masks = mask_utils.decode([dp_masks[i] for i in present]) > 0  # 256 x 256 x K
+    except Exception as exc:  # pycocotools raises bare TypeError/ValueError on bad RLEs
+        raise BadSampleError(source, f"cannot decode a dp_masks RLE ({exc})") from exc
+    if masks.shape[:2] != (DP_FRAME, DP_FRAME):
+        raise BadSampleError(source, f"dp_masks RLE size {masks.shape[:2]}, expected (256, 256)")
+    ids = np.asarray(present, np.uint8) + 1
+    # Highest painted id per pixel: ids are increasing, so take the last True along the part axis.
+    last = masks.shape[2] - 1 - np.argmax(masks[:, :, ::-1], axis=2)
+    painted = masks.any(axis=2)
+    label[painted] = ids[last[painted]]
+    return label
+
+
+def paste_person_map(label: np.ndarray, bbox: list[float], height: int, width: int) -> np.ndarray:
+    """Resize a 256 x 256 person map into its integer box and paste it into an image-sized map.
+
+    Args:
+        label: ``256 x 256`` uint8 part ids.
+        bbox: COCO ``[x, y, w, h]``.
+        height: Image height H.
+        width: Image width W.
+
+    Returns:
+        ``H x W`` uint8 map (all zero when the clipped box is empty).
+    """
+    x, y, w, h = bbox
+    x1, y1 = max(int(x), 0), max(int(y), 0)
+    x2, y2 = min(int(x + w), width), min(int(y + h), height)
+    person = np.zeros((height, width), np.uint8)
+    if x2 <= x1 or y2 <= y1:
+        return person
+    person[y1:y2, x1:x2] = cv2.resize(label, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST)
+    return person
+
+
+class DensePoseParsingDataset(Dataset):
+    """DensePose-COCO persons as 15-class parsing maps, one item per image.
+
+    Args:
+        ann_file: DensePose-COCO json.
+        image_root: Folder of the COCO images named by the json's ``file_name``.
+        transforms: Callable applied to the raw item (see :mod:`smp_parsing.data.transforms`).
+        on_bad_sample: ``"error"`` raises; ``"skip"`` warns, counts and returns ``None``.
+        filter_empty: Leave out images without any DensePose person (training does, as SOLO/mmdet).
+        limit: Use only the first ``limit`` images; ``None`` for all.
+
+    Raises:
+        DataRootError: when the json or the image folder is missing.
+
+    Items (without transforms): ``image`` ``H x W x 3`` uint8 RGB, ``parsing`` ``N x H x W`` uint8
+    (one map per person with ``dp_masks``, json order; crowd and boxes under 1 px left out),
+    ``image_id`` str (the COCO image id).
+    """
+
+    dataset_name = "densepose"
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_root: str | Path,
+        transforms: Any = None,
+        on_bad_sample: str = "error",
+        filter_empty: bool = False,
+        limit: int | None = None,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_root = Path(image_root)
+        self.transforms = transforms
+        self.tracker = BadSampleTracker(on_bad_sample, log)
+        if not self.ann_file.is_file():
+            raise DataRootError(
+                f"DensePose annotation file {self.ann_file} does not exist.\n{DENSEPOSE_LAYOUT_HELP}"
+            )
+        if not self.image_root.is_dir():
+            raise DataRootError(
+                f"DensePose image folder {self.image_root} does not exist.\n{DENSEPOSE_LAYOUT_HELP}"
+            )
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(self.ann_file))
+        except Exception as exc:
+            raise BadSampleError(self.ann_file, f"cannot load COCO json ({exc})") from exc
+        image_ids = sorted(self.coco.getImgIds())
+        if filter_empty:
+            image_ids = [i for i in image_ids if self._person_annotations(i)]
+        if limit is not None:
+            image_ids = image_ids[:limit]
+        self.coco_ids: list[int] = image_ids
+
+    def _person_annotations(self, coco_id: int) -> list[dict[str, Any]]:
+        """GT persons of an image: with ``dp_masks``, not crowd, box at least 1 x 1 px."""
+        annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=coco_id))
+        return [
+            a
+            for a in annotations
+            if a.get("dp_masks")
+            and not a.get("iscrowd", 0)
+            and a["bbox"][2] >= 1
+            and a["bbox"][3] >= 1
+        ]
+
+    def __len__(self) -> int:
+        return len(self.coco_ids)
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids (COCO ids as str) in item order."""
+        return [str(i) for i in self.coco_ids]
+
+    def load_sample(self, index: int) -> dict[str, Any]:
+        """Read and decode one raw sample.
+
+        Raises:
+            BadSampleError: unreadable image, image size different from the json, bad ``dp_masks``.
+        """
+        coco_id = self.coco_ids[index]
+        info = self.coco.loadImgs(coco_id)[0]
+        image_path = self.image_root / info["file_name"]
+        if not image_path.is_file():
+            raise BadSampleError(
+                image_path, f"image of COCO id {coco_id} (in {self.ann_file.name}) is missing"
+            )
+        image = read_image(image_path)
+        height, width = image.shape[:2]
+        if (info.get("height", height), info.get("width", width)) != (height, width):
+            raise BadSampleError(
+                image_path,
+                f"image size {width}x{height} (WxH) differs from {info['width']}x{info['height']} "
+                f"in {self.ann_file.name}",
+            )
+        maps = []
+        for annotation in self._person_annotations(coco_id):
+            label = decode_dp_masks(annotation["dp_masks"], self.ann_file)
+            person = paste_person_map(label, annotation["bbox"], height, width)
+            if person.any():
+                maps.append(person)
+            else:
+                log.debug(
+                    "%s: annotation %s has an empty parsing map, dropped",
+                    coco_id,
+                    annotation.get("id"),
+                )
+        parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
+        return {"image": image, "parsing": parsing, "image_id": str(coco_id)}
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        try:
+            sample = self.load_sample(index)
+        except BadSampleError as error:
+            self.tracker.report(error)
+            return None
+        return self.transforms(sample) if self.transforms is not None else sample

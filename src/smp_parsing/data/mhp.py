@@ -1,0 +1,297 @@
+"""Reader for MHP v2.0 (LV-MHP-v2), exactly as laid out on disk.
+
+Layout (see ``shared/spec/data_formats.md`` section 1)::
+
+    <root>/list/<split>.txt                       one image id per line
+    <root>/<split>/images/<id>.jpg
+    <root>/<split>/parsing_annos/<id>_<NN>_<kk>.png   one PNG per person, kk counted from 1
+    <root>/<split>/pose_annos/<id>.mat            optional, person_<kk-1>: 20 x 3 (x, y, flag)
+
+The part id of a person PNG lives in its **R channel** (reading the PNG as grayscale would give
+0.299 R + 0.587 G + 0.114 B, i.e. wrong ids). Persons whose map is all zero are not ground truth
+(the official evaluation skips them) and are dropped here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from torch.utils.data import Dataset
+
+from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.metadata import MHP_V2
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_NAME = re.compile(r"^(?P<image_id>.+)_(?P<num_persons>\d+)_(?P<person_index>\d+)\.png$")
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+NUM_POSE_ROWS = 20  # 16 MPII joints + face box corners + person box corners
+MISSING_POINT = (-1.0, -1.0, 2.0)  # MHP marks a missing point as (-1, -1, flag=2 "outside")
+
+MHP_LAYOUT_HELP = """expected MHP v2 layout:
+  <root>/list/train.txt, val.txt, test_all.txt ...   (one image id per line)
+  <root>/train/images/<id>.jpg
+  <root>/train/parsing_annos/<id>_<NN>_<kk>.png       (part id in the R channel)
+  <root>/train/pose_annos/<id>.mat                    (optional)
+  <root>/val/...                                      (same as train)
+Without the real data set, use the synthetic one: `data=synthetic` (generated on first use), or
+`python -m smp_parsing.data.synthetic --root DIR --num-train 1000 --num-val 200 --size 384`."""
+
+
+def split_directory(root: Path, split: str) -> Path:
+    """Folder holding a split's files: ``test_*`` lists point into ``test/``."""
+    return root / ("test" if split.startswith("test") else split)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file as RGB.
+
+    PIL is used rather than OpenCV because it raises on truncated files instead of returning a
+    partly grey image with only a message on stderr.
+
+    Returns:
+        ``H x W x 3`` uint8 RGB array.
+
+    Raises:
+        BadSampleError: when the file is missing, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadSampleError(path, f"cannot read image ({exc})") from exc
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """Read an MHP person PNG and return its part ids.
+
+    Returns:
+        ``H x W`` uint8 array: the R channel of an RGB(A) PNG; the stored values of a single
+        channel (``L``) or palette (``P``) PNG.
+
+    Raises:
+        BadSampleError: when the file cannot be decoded or has an unsupported mode.
+    """
+    try:
+        with Image.open(path) as label:
+            if label.mode in ("RGB", "RGBA"):
+                return np.asarray(label.getchannel(0))
+            if label.mode in ("L", "P"):
+                return np.asarray(label)
+            raise BadSampleError(path, f"annotation has unsupported PNG mode {label.mode!r}")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadSampleError(path, f"cannot read annotation ({exc})") from exc
+
+
+def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
+    """Read the MHP pose file of one image.
+
+    Args:
+        path: ``pose_annos/<id>.mat``.
+        person_indices: 1-based person indices (the ``kk`` of the parsing files) to read, in order.
+
+    Returns:
+        ``N x 20 x 3`` float32 (x, y, flag); a person absent from the file is all ``(-1, -1, 2)``.
+
+    Raises:
+        BadSampleError: when the file cannot be read or an entry is not a 20 x 3 array.
+    """
+    try:
+        content = scipy.io.loadmat(str(path))
+    except Exception as exc:  # scipy raises several unrelated types for a corrupt file
+        raise BadSampleError(path, f"cannot read pose file ({exc})") from exc
+    keypoints = np.tile(
+        np.asarray(MISSING_POINT, np.float32), (len(person_indices), NUM_POSE_ROWS, 1)
+    )
+    for row, person_index in enumerate(person_indices):
+        key = f"person_{person_index - 1}"
+        if key not in content:
+            log.debug("%s: no %s, keypoints marked missing", path, key)
+            continue
+        points = np.asarray(content[key], dtype=np.float32)
+        if points.shape != (NUM_POSE_ROWS, 3):
+            raise BadSampleError(path, f"{key} has shape {points.shape}, expected (20, 3)")
+        keypoints[row] = points
+    return keypoints
+
+
+class MHPv2Dataset(Dataset):
+    """MHP v2.0 multi-human parsing, one item per image.
+
+    Args:
+        root: The ``LV-MHP-v2`` folder.
+        split: Name of a list file in ``<root>/list`` (``train``, ``val``, ``test_all`` ...).
+        transforms: Callable applied to the raw item (see :mod:`smp_parsing.data.transforms`).
+        on_bad_sample: ``"error"`` raises :class:`BadSampleError` naming the file; ``"skip"`` logs a
+            warning, counts the sample and returns ``None`` for it (the collate drops it).
+        load_pose: Read ``pose_annos/<id>.mat`` when present into the ``keypoints`` key.
+        limit: Use only the first ``limit`` ids of the list (fast validation); ``None`` for all.
+        num_classes: Number of classes including background; larger ids are bad input.
+
+    Raises:
+        DataRootError: when the root, the list file or the images folder is missing.
+        BadSampleError: (``on_bad_sample="error"``) for an id of the list without an image, an
+            annotation without an image, or a malformed annotation file name.
+
+    Items (without transforms) are dicts: ``image`` ``H x W x 3`` uint8 RGB, ``parsing``
+    ``N x H x W`` uint8 (one map per person, in person-index order, all-zero persons removed),
+    ``image_id`` str and, when a pose file exists, ``keypoints`` ``N x 20 x 3`` float32.
+    """
+
+    dataset_name = "mhp"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transforms: Any = None,
+        on_bad_sample: str = "error",
+        load_pose: bool = True,
+        limit: int | None = None,
+        num_classes: int = MHP_V2.num_classes,
+    ) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transforms = transforms
+        self.load_pose = load_pose
+        self.num_classes = num_classes
+        self.tracker = BadSampleTracker(on_bad_sample, log)
+
+        list_file = self.root / "list" / f"{split}.txt"
+        split_dir = split_directory(self.root, split)
+        self.image_dir = split_dir / "images"
+        self.annotation_dir = split_dir / "parsing_annos"
+        self.pose_dir = split_dir / "pose_annos"
+        if not self.root.is_dir():
+            raise DataRootError(f"MHP v2 root {self.root} does not exist.\n{MHP_LAYOUT_HELP}")
+        if not list_file.is_file():
+            raise DataRootError(f"MHP v2 list file {list_file} is missing.\n{MHP_LAYOUT_HELP}")
+        if not self.image_dir.is_dir():
+            raise DataRootError(
+                f"MHP v2 image folder {self.image_dir} is missing.\n{MHP_LAYOUT_HELP}"
+            )
+
+        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        if limit is not None:
+            ids = ids[:limit]
+        images = self._index_images()
+        annotations = self._index_annotations(images)
+        poses = (
+            {p.stem: p for p in self.pose_dir.iterdir() if p.suffix == ".mat"}
+            if load_pose and self.pose_dir.is_dir()
+            else {}
+        )
+
+        self.samples: list[tuple[str, Path, list[tuple[int, Path]], Path | None]] = []
+        for image_id in ids:
+            if image_id not in images:
+                self.tracker.report(
+                    BadSampleError(
+                        list_file, f"lists id {image_id!r} but {self.image_dir} has no image for it"
+                    )
+                )
+                continue
+            persons = annotations.get(image_id, [])
+            self.samples.append((image_id, images[image_id], persons, poses.get(image_id)))
+
+    def _index_images(self) -> dict[str, Path]:
+        """Map image id -> image file, from one listing of the images folder."""
+        return {p.stem: p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+
+    def _index_annotations(self, images: dict[str, Path]) -> dict[str, list[tuple[int, Path]]]:
+        """Group the person PNGs by image id, sorted by person index (``kk``).
+
+        Reports malformed names, duplicated person indices and annotations without an image.
+        """
+        grouped: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+        if not self.annotation_dir.is_dir():
+            return grouped
+        for path in sorted(self.annotation_dir.iterdir()):
+            if path.suffix.lower() != ".png":
+                continue
+            match = ANNOTATION_NAME.match(path.name)
+            if match is None:
+                self.tracker.report(
+                    BadSampleError(path, "annotation name does not follow <id>_<NN>_<kk>.png")
+                )
+                continue
+            image_id = match["image_id"]
+            if image_id not in images:
+                self.tracker.report(
+                    BadSampleError(
+                        path, f"annotation has no image {image_id}.jpg in {self.image_dir}"
+                    )
+                )
+                continue
+            grouped[image_id].append((int(match["person_index"]), path))
+        for image_id, persons in grouped.items():
+            persons.sort()
+            indices = [k for k, _ in persons]
+            if len(set(indices)) != len(indices):
+                self.tracker.report(
+                    BadSampleError(persons[0][1], f"image {image_id} has duplicated person indices")
+                )
+        return grouped
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in item order."""
+        return [s[0] for s in self.samples]
+
+    def load_sample(self, index: int) -> dict[str, Any]:
+        """Read and validate one raw sample (no transforms).
+
+        Raises:
+            BadSampleError: corrupt image or annotation, annotation size different from the image,
+                class id above ``num_classes - 1``, malformed pose file.
+        """
+        image_id, image_path, persons, pose_path = self.samples[index]
+        image = read_image(image_path)
+        height, width = image.shape[:2]
+        maps = []
+        for _, path in persons:
+            label = read_label_png(path)
+            if label.shape != (height, width):
+                raise BadSampleError(
+                    path,
+                    f"annotation size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
+                    f"{image_path.name} size {width}x{height}",
+                )
+            top = int(label.max(initial=0))
+            if top >= self.num_classes:
+                raise BadSampleError(
+                    path, f"class id {top} out of range 0..{self.num_classes - 1} (R channel)"
+                )
+            maps.append(label)
+        parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
+        # An all-zero person is not ground truth for the official evaluation: drop it.
+        keep = parsing.any(axis=(1, 2))
+        if not keep.all():
+            log.debug(
+                "%s: dropping all-zero person files %s",
+                image_id,
+                [persons[i][1].name for i in np.flatnonzero(~keep)],
+            )
+        sample: dict[str, Any] = {"image": image, "parsing": parsing[keep], "image_id": image_id}
+        if pose_path is not None:
+            kept_indices = [persons[i][0] for i in np.flatnonzero(keep)]
+            sample["keypoints"] = read_pose_mat(pose_path, kept_indices)
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        try:
+            sample = self.load_sample(index)
+        except BadSampleError as error:
+            self.tracker.report(error)
+            return None
+        return self.transforms(sample) if self.transforms is not None else sample
