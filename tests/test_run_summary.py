@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,17 @@ def test_metrics_tables():
     assert "| APp50 | APpvol | PCP50 | mIoU | pixel_acc |" in text
     assert "| 0.5512 | 0.4321 | 0.4789 | 0.6123 | 0.9000 |" in text
     assert "| 0.1 | 0.8000 | 0.7000 |" in text and "| 0.5 | 0.5512 | 0.4789 |" in text
-    assert "| fps | 12.5000 |" in text
+    assert "Headline metrics (test):" in text
+    assert "| test/fps | 12.5000 |" in text
+    assert "test/APp50 |" not in text  # shown once, in the headline table
+
+
+def test_metrics_tables_stage_choice_and_nan():
+    text = rs.metrics_tables({"val/APp50": 0.3, "val/APpvol": math.nan, "train/loss": 1.5})
+    assert "Headline metrics (val):" in text and "| 0.3000 | n/a |" in text
+    assert "| train/loss | 1.5000 |" in text
+    flat = rs.metrics_tables({"APp50": 0.3, "val/APp50": 0.2})
+    assert "Headline metrics:" in flat and "| 0.3000 |" in flat and "| val/APp50 | 0.2000 |" in flat
 
 
 def test_load_metrics_json_errors(tmp_path):
@@ -96,12 +107,26 @@ def test_load_metrics_json_errors(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="metrics.json: expected a JSON object"):
         rs.load_metrics_json(path)
-    path.write_text('{"APp50": "high"}')
-    with pytest.raises(ValueError, match="non-numeric"):
-        rs.load_metrics_json(path)
     path.write_text("{oops")
     with pytest.raises(ValueError, match="not valid JSON"):
         rs.load_metrics_json(path)
+    path.write_text('{"best_model_path": "a.ckpt"}')
+    with pytest.raises(ValueError, match="no numeric metric"):
+        rs.load_metrics_json(path)
+
+
+def test_load_metrics_json_train_summary_layout(tmp_path):
+    # smp_parsing.train writes a summary: checkpoint paths, overrides, and numbers under "metrics".
+    path = tmp_path / "metrics.json"
+    summary = {
+        "best_model_path": "/x/epoch_001.ckpt",
+        "overrides": ["experiment=synthetic"],
+        "metrics": {"test/APp50": 0.4, "test/APpvol": None, "val/APp50": 0.35, "flag": True},
+    }
+    path.write_text(json.dumps(summary))
+    got = rs.load_metrics_json(path)
+    assert set(got) == {"test/APp50", "test/APpvol", "val/APp50"}
+    assert got["test/APp50"] == 0.4 and math.isnan(got["test/APpvol"])
 
 
 def test_write_run_summary_full(tmp_path):

@@ -285,7 +285,6 @@ def test_figure_smp_panels(tmp_path):
         pred_parsing=torch.from_numpy(maps),
         gt_parsing=maps[::-1],
         pred_scores=[0.7, 0.6],
-        part_valid=rng.random((2, 58)) < 0.1,
         part_class_name="face",
         grid_image=np.zeros((64, 64, 3), np.uint8),
     )
@@ -304,3 +303,28 @@ def test_module_imports_without_torch():
 
     code = "import sys, smp_parsing.visualization; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_parts_present_matches_loop():
+    rng = np.random.default_rng(3)
+    maps = rng.integers(0, 8, size=(4, 6, 7)) * (rng.random((4, 6, 7)) < 0.3)
+    got = vis.parts_present(maps, 7)
+    want = np.zeros((4, 7), bool)
+    for p in range(4):
+        for c in range(1, 8):
+            want[p, c - 1] = (maps[p] == c).any()
+    assert np.array_equal(got, want)
+    with pytest.raises(ValueError, match="exceeds num_part_classes"):
+        vis.parts_present(maps, 3)
+
+
+def test_part_class_heatmap_max_over_levels():
+    coarse = np.zeros((2, 2), np.float32)
+    coarse[0, 1] = 0.8  # top-right quarter after nearest resize to 4 x 4
+    fine = np.zeros((4, 4), np.float32)
+    fine[3, 0] = 0.6
+    fine[0, 3] = 0.5  # lower than the coarse level there: the max keeps 0.8
+    out = vis.part_class_heatmap([torch.from_numpy(coarse), fine], (4, 4))
+    assert out.shape == (4, 4)
+    assert out[0, 3] == pytest.approx(0.8) and out[1, 2] == pytest.approx(0.8)
+    assert out[3, 0] == pytest.approx(0.6) and out[2, 1] == 0.0

@@ -114,10 +114,15 @@ def read_metrics_csv(path: str | Path) -> dict[str, Series]:
 
 
 def load_metrics_json(path: str | Path) -> dict[str, float]:
-    """Read the evaluation ``metrics.json`` (a flat object of numbers).
+    """Read the metrics of a ``metrics.json``.
+
+    Two layouts are accepted: a flat object ``{name: value}`` (evaluation), or the run summary
+    that ``smp_parsing.train`` writes, whose numbers are under ``"metrics"``. Entries that are
+    not numbers (checkpoint paths, overrides) are left out; ``null`` (a non-finite value) is
+    kept as NaN.
 
     Raises:
-        ValueError: naming the file, when it is not JSON or not an object of numbers.
+        ValueError: naming the file, when it is not JSON, not an object, or holds no number.
     """
     path = Path(path)
     try:
@@ -128,43 +133,69 @@ def load_metrics_json(path: str | Path) -> dict[str, float]:
         raise ValueError(
             f"{path}: expected a JSON object of metric values, got {type(data).__name__}"
         )
-    bad = [k for k, v in data.items() if not isinstance(v, int | float) or isinstance(v, bool)]
-    if bad:
-        raise ValueError(f"{path}: non-numeric metric values for {bad}")
-    return {str(k): float(v) for k, v in data.items()}
+    if isinstance(data.get("metrics"), dict):
+        data = data["metrics"]
+    metrics = {
+        str(k): math.nan if v is None else float(v)
+        for k, v in data.items()
+        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    }
+    if not any(not math.isnan(v) for v in metrics.values()):
+        raise ValueError(f"{path}: no numeric metric value in {sorted(data)}")
+    return metrics
 
 
-def _short_name(key: str) -> str:
-    """``test/APp50`` -> ``APp50``: the stage prefix is the same for every row of one table."""
-    return key.rsplit("/", 1)[-1]
+def _table_stage(metrics: Mapping[str, float]) -> str:
+    """The key prefix of the headline table: evaluation (no prefix or ``test/``), else ``val/``."""
+    for prefix in ("", "test/", "val/"):
+        if any(f"{prefix}{k}" in metrics for k in MAIN_METRICS):
+            return prefix
+    return ""
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
 
 
 def metrics_tables(metrics: Mapping[str, float]) -> str:
     """Markdown tables of evaluation metrics.
 
     The headline metrics (:data:`MAIN_METRICS`) come first, then, when present, AP^p and PCP at
-    each IoU threshold (``APp@0.1`` ... ``PCP@0.9``) as one row per threshold, then any other key.
+    each IoU threshold (``APp@0.1`` ... ``PCP@0.9``) as one row per threshold, then every other
+    key with its full name. The headline stage is the evaluation's (keys without prefix or with
+    ``test/``), else ``val/``.
     """
-    short = {_short_name(k): v for k, v in metrics.items()}
+    prefix = _table_stage(metrics)
+    stage = {
+        k[len(prefix) :]: v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and "/" not in k[len(prefix) :]
+    }
+    used: set[str] = set()
     lines: list[str] = []
-    main = [k for k in MAIN_METRICS if k in short]
+    main = [k for k in MAIN_METRICS if k in stage]
     if main:
+        title = f" ({prefix.rstrip('/')})" if prefix else ""
+        lines += [f"Headline metrics{title}:", ""]
         lines += ["| " + " | ".join(main) + " |", "|" + "---:|" * len(main)]
-        lines += ["| " + " | ".join(f"{short[k]:.4f}" for k in main) + " |", ""]
+        lines += ["| " + " | ".join(_fmt(stage[k]) for k in main) + " |", ""]
+        used.update(prefix + k for k in main)
     thresholds = sorted(
-        {k.split("@", 1)[1] for k in short if k.startswith(("APp@", "PCP@"))}, key=float
+        {k.split("@", 1)[1] for k in stage if k.startswith(("APp@", "PCP@"))}, key=float
     )
     if thresholds:
         lines += ["| IoU threshold | AP^p | PCP |", "|---:|---:|---:|"]
         for t in thresholds:
-            cells = [short.get(f"{name}@{t}") for name in ("APp", "PCP")]
-            text = " | ".join("" if c is None else f"{c:.4f}" for c in cells)
-            lines.append(f"| {t} | {text} |")
+            cells = [stage.get(f"{name}@{t}") for name in ("APp", "PCP")]
+            lines.append(f"| {t} | " + " | ".join(_fmt(c) for c in cells) + " |")
+            used.update(f"{prefix}{name}@{t}" for name in ("APp", "PCP"))
         lines.append("")
-    others = [k for k in short if k not in MAIN_METRICS and "@" not in k]
+    others = [k for k in metrics if k not in used]
     if others:
         lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {short[k]:.4f} |" for k in others]
+        lines += [f"| {k} | {_fmt(metrics[k])} |" for k in others]
         lines.append("")
     return "\n".join(lines)
 

@@ -498,6 +498,53 @@ def _marker_size(canvas: np.ndarray, grid_size: int | tuple[int, int]) -> int:
     return int(max(5, round(1.2 * min(canvas.shape[:2]) / s)))
 
 
+def part_class_heatmap(level_maps: Sequence[Any], size: tuple[int, int]) -> np.ndarray:
+    """One part class's category confidence over all part levels, on one grid.
+
+    The part head predicts each class on every FPN level's own ``S_l x S_l`` grid; for display
+    (Fig. 4 "Category preds") the levels are resized to one grid (nearest, so each cell keeps a
+    real prediction) and the maximum is taken.
+
+    Args:
+        level_maps: per level an ``S_l x S_l`` probability map of the class.
+        size: output grid ``(S_h, S_w)``, e.g. the center grid.
+
+    Returns:
+        ``S_h x S_w`` float32 map.
+    """
+    if not level_maps:
+        raise ValueError("part_class_heatmap needs at least one level map")
+    resized = [
+        cv2.resize(
+            np.squeeze(to_numpy(m)).astype(np.float32),
+            (int(size[1]), int(size[0])),
+            interpolation=cv2.INTER_NEAREST,
+        )
+        for m in level_maps
+    ]
+    return np.max(np.stack(resized), axis=0)
+
+
+def parts_present(person_maps: Any, num_part_classes: int) -> np.ndarray:
+    """Which part classes each person's map contains.
+
+    Args:
+        person_maps: ``P x H x W`` integer class maps.
+        num_part_classes: ``C_P`` (classes 1..C_P).
+
+    Returns:
+        ``(P, C_P)`` bool, column ``c - 1`` for class ``c``.
+    """
+    maps = _as_person_maps(person_maps)
+    num_persons = maps.shape[0]
+    if maps.size and maps.max() > num_part_classes:
+        raise ValueError(f"class id {int(maps.max())} exceeds num_part_classes={num_part_classes}")
+    # One bincount over (person, class) pairs for all persons at once.
+    keys = maps.reshape(num_persons, -1) + np.arange(num_persons)[:, None] * (num_part_classes + 1)
+    counts = np.bincount(keys.ravel(), minlength=num_persons * (num_part_classes + 1))
+    return counts.reshape(num_persons, num_part_classes + 1)[:, 1:] > 0
+
+
 def draw_centers(
     canvas: Any,
     centers: Any,
@@ -619,7 +666,8 @@ def figure_smp_panels(
         pred_parsing: ``P x H x W`` predicted person maps at the image size.
         gt_parsing: ``G x H x W`` ground-truth person maps at the image size.
         pred_scores: ``(P,)`` person scores, or ``None``.
-        part_valid: ``(P, C_P)`` parts to draw arrows for; default all finite part centres.
+        part_valid: ``(P, C_P)`` parts to draw arrows for; default the part classes present in
+            each person's predicted map (the parts the decoder kept).
         part_class_name: name of the class of ``part_heatmap`` (panel title).
         grid_image: ``H' x W' x 3`` uint8 view of the padded network input, used as the
             background of the offsets panel (the grid covers the padded input); default the center
@@ -644,12 +692,15 @@ def figure_smp_panels(
     else:
         bg = as_rgb_image(grid_image)
         offsets_bg = cv2.resize(bg, (grid_px[1], grid_px[0]), interpolation=cv2.INTER_AREA)
-    offsets_panel = draw_offsets(offsets_bg, centers, part_centers, grid_hw, part_valid=part_valid)
+    pred_maps = _as_person_maps(pred_parsing, img.shape[:2])
+    parts = to_numpy(part_centers)
+    if part_valid is None and parts.ndim == 3 and parts.shape[0] == pred_maps.shape[0]:
+        part_valid = parts_present(pred_maps, parts.shape[1])
+    offsets_panel = draw_offsets(offsets_bg, centers, parts, grid_hw, part_valid=part_valid)
     part_heat = np.squeeze(to_numpy(part_heatmap).astype(np.float32))
     part_px = (part_heat.shape[0] * cell_pixels, part_heat.shape[1] * cell_pixels)
     part_panel = render_heatmap(part_heat, part_px)
 
-    pred_maps = _as_person_maps(pred_parsing, img.shape[:2])
     gt_maps = _as_person_maps(gt_parsing, img.shape[:2])
     palette = get_palette(dataset)
     masks_panel = colorize_part_instances(pred_maps, pred_scores)
