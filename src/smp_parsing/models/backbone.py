@@ -1,0 +1,199 @@
+"""ResNet backbone (torchvision) returning C2..C5, with frozen stages, frozen BN and DCNv2.
+
+Matches the paper's backbone settings (appendix listing: ``frozen_stages=1``, ImageNet
+``torchvision://resnet*`` weights, BN statistics frozen as mmdet's ``norm_eval``) and the
+``*`` rows of Table 2 (DCNv2 in stages 2-4).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import get_weight, resnet
+
+from smp_parsing.models.dcn import ModulatedDeformConv2d
+
+_RESNETS = {
+    18: (resnet.resnet18, "ResNet18_Weights.IMAGENET1K_V1"),
+    34: (resnet.resnet34, "ResNet34_Weights.IMAGENET1K_V1"),
+    50: (resnet.resnet50, "ResNet50_Weights.IMAGENET1K_V1"),
+    101: (resnet.resnet101, "ResNet101_Weights.IMAGENET1K_V1"),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """ImageNet weights were requested but cannot be obtained."""
+
+
+def load_resnet_state_dict(depth: int, pretrained: str) -> dict[str, Tensor] | None:
+    """Fetch ImageNet weights for a torchvision ResNet.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        pretrained: ``"none"`` (random init), ``"torchvision"`` (download / torch hub
+            cache) or a path to a ``.pth`` state dict (``torch.load(weights_only=True)``;
+            a ``{"state_dict": ...}`` wrapper is accepted).
+
+    Returns:
+        The state dict, or ``None`` for ``"none"``.
+
+    Raises:
+        PretrainedWeightsError: download impossible or file missing/unreadable; the
+            message says how to pass a local file or ``pretrained: none``.
+    """
+    if pretrained is None or str(pretrained).lower() in ("none", "false", ""):
+        return None
+    hint = (
+        f"Pass a local file with `model.net.backbone.pretrained=/path/to/resnet{depth}.pth` "
+        "(a torchvision ImageNet state dict) or train from scratch with "
+        "`model.net.backbone.pretrained=none`."
+    )
+    if str(pretrained).lower() == "torchvision":
+        weights = get_weight(_RESNETS[depth][1])
+        try:
+            return weights.get_state_dict(progress=False)
+        except (urllib.error.URLError, OSError, RuntimeError) as err:
+            raise PretrainedWeightsError(
+                f"Cannot download ImageNet weights {weights.url} ({err}). {hint}"
+            ) from err
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise PretrainedWeightsError(f"Backbone weights file {path} does not exist. {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling problem is reported the same way
+        raise PretrainedWeightsError(
+            f"Backbone weights file {path} is not a readable state dict ({err}). {hint}"
+        ) from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(
+            f"Backbone weights file {path} holds {type(state)}, not a dict."
+        )
+    return state
+
+
+def _set_norm_eval(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet trunk returning the four stage outputs C2..C5.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        pretrained: ``"none"``, ``"torchvision"`` or a path (see :func:`load_resnet_state_dict`).
+        frozen_stages: ``-1`` nothing frozen, ``0`` the stem, ``k >= 1`` the stem and
+            stages 1..k (parameters get ``requires_grad=False`` and stay in eval mode).
+        norm_eval: keep every BatchNorm in eval mode (running statistics frozen) even in
+            ``train()``; the BN affine parameters of unfrozen stages still learn.
+        dcn_stages: four booleans, stage 1..4; in a ``True`` stage every 3x3 conv of every
+            block (Bottleneck: ``conv2``; BasicBlock: ``conv1`` and ``conv2``) becomes a
+            :class:`~smp_parsing.models.dcn.ModulatedDeformConv2d`.
+
+    Shapes:
+        input ``(B, 3, H, W)`` -> C2..C5 ``(B, C_i, ceil(H / s), ceil(W / s))`` with
+        strides 4, 8, 16, 32 (``H, W`` need not be multiples of 32).
+    """
+
+    def __init__(
+        self,
+        *,
+        depth: int = 50,
+        pretrained: str = "torchvision",
+        frozen_stages: int = 1,
+        norm_eval: bool = True,
+        dcn_stages: Sequence[bool] = (False, False, False, False),
+    ) -> None:
+        super().__init__()
+        if depth not in _RESNETS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+        if len(dcn_stages) != 4:
+            raise ValueError(f"dcn_stages needs 4 booleans (stages 1-4), got {list(dcn_stages)}")
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in [-1, 4], got {frozen_stages}")
+        self.depth = depth
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        net = _RESNETS[depth][0](weights=None)
+        state = load_resnet_state_dict(depth, pretrained)
+        if state is not None:
+            try:
+                missing, unexpected = net.load_state_dict(state, strict=False)
+            except RuntimeError as err:  # shape mismatch: weights of another depth
+                raise PretrainedWeightsError(
+                    f"Weights {pretrained} do not fit ResNet-{depth}: {str(err)[:300]}"
+                ) from err
+            bad = [k for k in unexpected if not k.startswith("fc.")]
+            if missing or bad:
+                raise PretrainedWeightsError(
+                    f"Weights {pretrained} do not fit ResNet-{depth}: missing {missing[:5]}, "
+                    f"unexpected {bad[:5]}"
+                )
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            net.layer1,
+            net.layer2,
+            net.layer3,
+            net.layer4,
+        )
+        block = net.layer1[0]
+        expansion = 4 if isinstance(block, resnet.Bottleneck) else 1
+        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        for stage, with_dcn in zip(self.stages, dcn_stages):
+            if with_dcn:
+                for blk in stage:
+                    for name in ("conv1", "conv2"):
+                        conv = getattr(blk, name)
+                        if isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3):
+                            setattr(blk, name, ModulatedDeformConv2d.from_conv(conv))
+        self._freeze()
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """The four residual stages, C2..C5 producers."""
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.stem, *self.stages[: self.frozen_stages]]
+
+    def _freeze(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ResNetBackbone:
+        """Switch mode but keep frozen stages (and all BN if ``norm_eval``) in eval mode."""
+        super().train(mode)
+        if mode:
+            for m in self._frozen_modules():
+                m.eval()
+            if self.norm_eval:
+                _set_norm_eval(self)
+        return self
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """Run the trunk.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised images.
+
+        Returns:
+            ``[C2, C3, C4, C5]``, strides 4, 8, 16, 32.
+        """
+        x = self.stem(images)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats

@@ -1,0 +1,119 @@
+"""Modulated deformable convolution (DCNv2, Zhu et al. 2019) on ``torchvision.ops``.
+
+Used in the backbone for the ``*`` rows of the paper's Table 2: it replaces the 3x3
+convolutions of the ResNet blocks of stages 2-4.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """3x3 (or k x k) DCNv2: a plain conv predicts per-pixel offsets and a modulation mask.
+
+    The offset/mask predictor is zero-initialised, so at start the layer samples the
+    regular grid with a uniform mask of ``sigmoid(0) = 0.5`` (as in DCNv2); the main
+    ``weight`` keeps the name and shape of ``nn.Conv2d.weight`` so ImageNet ResNet
+    weights load into it unchanged.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel size.
+        stride: convolution stride.
+        padding: zero padding.
+        dilation: kernel dilation.
+        groups: weight groups of the main convolution.
+        offset_groups: groups of input channels that share one offset field.
+        bias: add a learnable bias to the main convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        offset_groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        self.offset_groups = offset_groups
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, k, k))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=1)
+        # 2 offsets (dy, dx) + 1 mask value per kernel tap and offset group.
+        self.conv_offset = nn.Conv2d(
+            in_channels,
+            3 * offset_groups * k * k,
+            k,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=True,
+        )
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> ModulatedDeformConv2d:
+        """Build a DCNv2 with the geometry (and current weights) of ``conv``.
+
+        Args:
+            conv: a square ``nn.Conv2d`` to replace.
+
+        Returns:
+            The deformable layer; it computes exactly ``conv`` (times the 0.5 mask) at init.
+        """
+        dcn = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            stride=conv.stride[0],
+            padding=conv.padding[0],
+            dilation=conv.dilation[0],
+            groups=conv.groups,
+            bias=conv.bias is not None,
+        )
+        with torch.no_grad():
+            dcn.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                dcn.bias.copy_(conv.bias)
+        return dcn
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Deformable convolution.
+
+        Args:
+            x: ``(B, C_in, H, W)``.
+
+        Returns:
+            ``(B, C_out, H', W')`` with the usual conv output size.
+        """
+        out = self.conv_offset(x)
+        n_off = 2 * self.offset_groups * self.weight.shape[-1] * self.weight.shape[-2]
+        offset, mask = out[:, :n_off], out[:, n_off:].sigmoid()
+        # torchvision's deform_conv2d kernel has no channels_last / half path: run it
+        # contiguous and in the offsets' dtype to stay AMP-safe.
+        x = x.contiguous()
+        return deform_conv2d(
+            x,
+            offset.contiguous().to(x.dtype),
+            self.weight.to(x.dtype),
+            None if self.bias is None else self.bias.to(x.dtype),
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask.contiguous().to(x.dtype),
+        )

@@ -1,0 +1,480 @@
+"""SMP: Single-stage Multi-human Parsing (Chu et al. 2023), the network.
+
+``forward`` returns the raw head outputs (:class:`SMPOutputs`); ``loss`` builds the targets
+with the pure builders of :mod:`smp_parsing.models.targets` and applies eq. 2 of the paper
+(:mod:`smp_parsing.models.losses`); ``predict`` runs the single-stage decoding of section
+4.1 (:func:`smp_parsing.models.decode.decode_parsing`), optionally relabelled by MIR.
+
+Input size: ``forward`` accepts any ``H, W >= 32``; ``loss`` needs ``H, W`` multiples of
+the mask stride (4) so that F_mask is exactly ``H/4 x W/4``; the data pipeline pads to a
+multiple of 32, which is what the strides of P2..P6 and the paper assume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+from smp_parsing.models.center_head import CenterHead, resize_concat
+from smp_parsing.models.decode import decode_parsing
+from smp_parsing.models.fpn import FPN
+from smp_parsing.models.losses import positive_mask_logits, smp_losses
+from smp_parsing.models.mask_feature import MaskFeatureBranch
+from smp_parsing.models.mir import MIRHead
+from smp_parsing.models.offset_head import OffsetHead
+from smp_parsing.models.outputs import SMPOutputs
+from smp_parsing.models.part_head import PartHead
+from smp_parsing.models.rfr import RefinedFeatureRetain
+from smp_parsing.models.targets import SMPTargets, build_smp_targets
+
+ModuleSpec = Callable[..., nn.Module] | Mapping[str, Any] | None
+
+
+def scale_grid(grid: int, grid_scale: float) -> int:
+    """Grid size times the Table 5 factor, rounded to the nearest integer (at least 1)."""
+    return max(1, int(round(grid * grid_scale)))
+
+
+def _build(spec: ModuleSpec, default: type[nn.Module], **given: Any) -> nn.Module:
+    """Instantiate a sub-module from a Hydra partial (callable) or a plain kwargs mapping.
+
+    ``given`` holds the arguments SMP derives itself (classes, grids, channels); the spec
+    holds everything else, from ``conf/model/net/smp.yaml``.
+    """
+    if spec is None:
+        return default(**given)
+    if isinstance(spec, Mapping):
+        kwargs = {k: v for k, v in dict(spec).items() if not str(k).startswith("_")}
+        clash = sorted(set(kwargs) & set(given))
+        if clash:
+            raise ValueError(f"{default.__name__}: {clash} are set by SMP, remove them from config")
+        return default(**kwargs, **given)
+    return spec(**given)
+
+
+class SMP(nn.Module):
+    """The SMP network (backbone, FPN, mask feature branch, part/center/offset heads, RFR, MIR).
+
+    All arguments are keyword-only and come from ``conf/model/net/smp.yaml``.
+
+    Args:
+        num_classes: C, classes including background (59 for MHP v2, 15 for DensePose);
+            the heads predict ``C_P = C - 1`` part classes.
+        backbone: a :class:`~smp_parsing.models.backbone.ResNetBackbone` (or any module
+            returning C2..C5 and exposing ``out_channels``).
+        fpn_channels: channels of P2..P6 (256).
+        num_grids: base part grids of P2..P6 (40, 36, 24, 16, 12; doubled for DensePose).
+        center_grid: base grid of the center and offset heads (40; 80 for DensePose).
+        grid_scale: Table 5 factor applied to all grids (0.5, 1, 2), rounded to int.
+        kernel_channels: C_K, dynamic kernel length = F_mask channels (256).
+        mask_feature: kwargs or partial of :class:`MaskFeatureBranch`.
+        part_head: kwargs or partial of :class:`PartHead`.
+        center_head: kwargs or partial of :class:`CenterHead`.
+        offset_head: kwargs or partial of :class:`OffsetHead`.
+        rfr: use the Refined Feature Retain module (section 3.2).
+        rfr_module: kwargs or partial of :class:`RefinedFeatureRetain`.
+        mir: build the Mask of Interest Reclassify module (section 3.3).
+        mir_head: kwargs or partial of :class:`MIRHead`.
+        epsilon: center-region scale (the release's ``sigma``, 0.2).
+        scale_ranges: five ``(lo, hi)`` ranges on ``sqrt(w h)`` of part boxes.
+        strides: five level strides for the mask-area filter (8, 8, 16, 32, 32).
+        mask_stride: stride of F_mask (4).
+        loss: keyword arguments of :func:`smp_parsing.models.losses.smp_losses`
+            (``center_weight`` 1, ``part_weight`` 1, ``mask_weight`` 3, ``offset_weight`` 10,
+            focal alpha/gamma, Smooth L1 beta, Dice eps).
+        mir_loss: MIR loss settings: ``weight`` (RoI focal), ``semantic_weight`` (CE),
+            ``focal_alpha``, ``focal_gamma``, ``max_rois`` (RoIs sampled per batch).
+        test_cfg: keyword arguments of :func:`smp_parsing.models.decode.decode_parsing`
+            (thresholds of the appendix) plus ``mir_score_thr`` (MIR relabel threshold).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        backbone: nn.Module,
+        fpn_channels: int = 256,
+        num_grids: Sequence[int] = (40, 36, 24, 16, 12),
+        center_grid: int = 40,
+        grid_scale: float = 1.0,
+        kernel_channels: int = 256,
+        mask_feature: ModuleSpec = None,
+        part_head: ModuleSpec = None,
+        center_head: ModuleSpec = None,
+        offset_head: ModuleSpec = None,
+        rfr: bool = True,
+        rfr_module: ModuleSpec = None,
+        mir: bool = False,
+        mir_head: ModuleSpec = None,
+        epsilon: float = 0.2,
+        scale_ranges: Sequence[Sequence[float]] = (
+            (1, 96),
+            (48, 192),
+            (96, 384),
+            (192, 768),
+            (384, 2048),
+        ),
+        strides: Sequence[int] = (8, 8, 16, 32, 32),
+        mask_stride: int = 4,
+        loss: Mapping[str, float] | None = None,
+        mir_loss: Mapping[str, float] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts background and parts, got {num_classes}")
+        if len(num_grids) != 5 or len(scale_ranges) != 5 or len(strides) != 5:
+            raise ValueError("num_grids, scale_ranges and strides need 5 entries (P2..P6)")
+        self.num_classes = num_classes
+        self.num_parts = num_classes - 1
+        self.part_grids = [scale_grid(g, grid_scale) for g in num_grids]
+        self.center_grid = scale_grid(center_grid, grid_scale)
+        self.epsilon = float(epsilon)
+        self.scale_ranges = [tuple(float(v) for v in r) for r in scale_ranges]
+        self.strides = [int(s) for s in strides]
+        self.mask_stride = int(mask_stride)
+        self.loss_cfg = dict(loss or {})
+        self.mir_loss_cfg = {
+            "weight": 1.0,
+            "semantic_weight": 1.0,
+            "focal_alpha": 0.25,
+            "focal_gamma": 2.0,
+            "max_rois": 512,
+        }
+        self.mir_loss_cfg.update(dict(mir_loss or {}))
+        self.test_cfg = dict(test_cfg or {})
+        self.mir_score_thr = float(self.test_cfg.pop("mir_score_thr", 0.5))
+
+        self.backbone = backbone
+        self.fpn = FPN(in_channels=list(backbone.out_channels), out_channels=fpn_channels)
+        self.mask_feature = _build(
+            mask_feature,
+            MaskFeatureBranch,
+            in_channels=fpn_channels,
+            out_channels=kernel_channels,
+        )
+        rfr_mod = None
+        self.part_head = _build(
+            part_head,
+            PartHead,
+            num_classes=self.num_parts,
+            num_grids=self.part_grids,
+            in_channels=fpn_channels,
+            kernel_channels=kernel_channels,
+        )
+        if rfr:
+            rfr_mod = _build(
+                rfr_module, RefinedFeatureRetain, channels=self.part_head.cate_tower.out_channels
+            )
+            self.part_head.rfr = rfr_mod
+        fused_channels = 5 * fpn_channels
+        self.center_head = _build(center_head, CenterHead, in_channels=fused_channels)
+        self.offset_head = _build(
+            offset_head, OffsetHead, num_classes=self.num_parts, in_channels=fused_channels
+        )
+        self.mir_head = (
+            _build(mir_head, MIRHead, num_classes=self.num_parts, in_channels=kernel_channels)
+            if mir
+            else None
+        )
+        self._mir_only = False
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: Tensor) -> SMPOutputs:
+        """Run the network.
+
+        Args:
+            images: ``(B, 3, H, W)`` normalised images (any ``H, W >= 32``).
+
+        Returns:
+            :class:`SMPOutputs`: ``center`` ``(B, 1, S_c, S_c)``, ``offsets``
+            ``(B, C_P, 2, S_c, S_c)``, ``cate``/``kernels`` per level, ``mask_feat``
+            ``(B, C_K, ceil(H/4), ceil(W/4))`` and the MIR maps when MIR is on.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"SMP expects images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        if min(images.shape[-2:]) < 32:
+            raise ValueError(f"SMP needs H, W >= 32, got {tuple(images.shape[-2:])}")
+        feats = self.fpn(self.backbone(images))
+        mask_feat = self.mask_feature(feats[:4])
+        cate, kernels = self.part_head(feats)
+        fused = resize_concat(feats, self.center_grid)
+        center = self.center_head(fused)
+        offsets = self.offset_head(fused)
+        mir_feat = mir_semantic = None
+        if self.mir_head is not None:
+            mir_feat, mir_semantic = self.mir_head.features(mask_feat)
+        return SMPOutputs(
+            center=center,
+            offsets=offsets,
+            cate=cate,
+            kernels=kernels,
+            mask_feat=mask_feat,
+            mir_feat=mir_feat,
+            mir_semantic=mir_semantic,
+        )
+
+    # ------------------------------------------------------------------ training
+    def build_targets(self, parsing_list: list[Tensor]) -> SMPTargets:
+        """All targets of a batch (pure builders, no gradient)."""
+        return build_smp_targets(
+            parsing_list,
+            num_classes=self.num_classes,
+            center_grid=self.center_grid,
+            part_grids=self.part_grids,
+            scale_ranges=self.scale_ranges,
+            epsilon=self.epsilon,
+            mask_stride=self.mask_stride,
+        )
+
+    def loss(self, outputs: SMPOutputs, parsing_list: list[Tensor]) -> dict[str, Tensor]:
+        """Weighted loss terms of eq. 2 (+ MIR when it trains).
+
+        Args:
+            outputs: the forward outputs of the batch.
+            parsing_list: per image ``(N_i, H, W)`` integer person maps at the padded input
+                size (``N_i`` may be 0).
+
+        Returns:
+            ``loss_center``, ``loss_part``, ``loss_mask``, ``loss_offset`` (and
+            ``loss_mir`` when MIR is on) and ``loss`` = their sum; float32 scalars with a
+            (possibly zero) gradient for every trainable parameter.
+        """
+        h, w = outputs.mask_feat.shape[-2:]
+        if len(parsing_list) != outputs.center.shape[0]:
+            raise ValueError(
+                f"{len(parsing_list)} parsing maps for a batch of {outputs.center.shape[0]}"
+            )
+        for i, p in enumerate(parsing_list):
+            if p.dim() != 3 or tuple(p.shape[-2:]) != (h * self.mask_stride, w * self.mask_stride):
+                raise ValueError(
+                    f"parsing_list[{i}] has shape {tuple(p.shape)}; expected (N, "
+                    f"{h * self.mask_stride}, {w * self.mask_stride}) = the padded input size, "
+                    f"which must be a multiple of {self.mask_stride}"
+                )
+        out = _float32(outputs)
+        targets = self.build_targets(parsing_list)
+        losses: dict[str, Tensor] = {}
+        if self._mir_only:
+            zero = _zero_like_graph(out)
+            losses.update(
+                loss_center=zero, loss_part=zero.clone(), loss_mask=zero.clone(),
+                loss_offset=zero.clone(),
+            )  # fmt: skip
+        else:
+            losses.update(smp_losses(out, targets, **self.loss_cfg))
+            losses.pop("loss", None)
+        if self.mir_head is not None:
+            losses["loss_mir"] = self.mir_loss(out, targets)
+        losses["loss"] = sum(losses.values())
+        return losses
+
+    def mir_loss(self, outputs: SMPOutputs, targets: SMPTargets) -> Tensor:
+        """MIR loss: sigmoid focal on the classes of positive part masks + semantic CE.
+
+        The RoIs are the *predicted* masks of the positive part cells (detached: MIR must
+        not move the part head), labelled with the class of the part that owns the cell.
+
+        Args:
+            outputs: float32 outputs with ``mir_feat`` and ``mir_semantic``.
+            targets: the batch targets.
+
+        Returns:
+            0-dim weighted loss.
+        """
+        cfg = self.mir_loss_cfg
+        parts = targets.parts
+        idx = torch.arange(parts.pos_batch.numel(), device=parts.pos_batch.device)
+        max_rois = int(cfg["max_rois"])
+        if idx.numel() > max_rois:
+            idx = idx[torch.randperm(idx.numel(), device=idx.device)[:max_rois]]
+        with torch.no_grad():
+            masks = positive_mask_logits(
+                outputs.kernels,
+                outputs.mask_feat,
+                parts.pos_batch[idx],
+                parts.pos_level[idx],
+                parts.pos_cell[idx],
+            ).sigmoid()
+        logits = self.mir_head.classify(outputs.mir_feat, masks, parts.pos_batch[idx]).float()
+        labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
+        onehot = F.one_hot(labels, self.num_parts).to(logits.dtype)
+        cls = sigmoid_focal_loss(
+            logits, onehot, alpha=cfg["focal_alpha"], gamma=cfg["focal_gamma"], reduction="sum"
+        ) / max(int(idx.numel()), 1)
+        # Every MIR parameter in the graph even with no RoI (DDP).
+        cls = cls + sum(p.sum() * 0 for p in self.mir_head.parameters())
+        semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
+        sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
+        return cfg["weight"] * cls + cfg["semantic_weight"] * sem
+
+    def freeze_for_mir(self) -> None:
+        """Second training stage of the paper: train MIR only, everything else frozen.
+
+        Parameters outside ``mir_head`` stop requiring gradients and their modules stay in
+        eval mode (BatchNorm statistics frozen); ``loss`` then returns zero for the four
+        SMP terms and the MIR loss as ``loss``.
+
+        Raises:
+            RuntimeError: MIR is off (``mir: false``).
+        """
+        if self.mir_head is None:
+            raise RuntimeError("freeze_for_mir needs an SMP built with mir=true")
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("mir_head."))
+        self._mir_only = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SMP:
+        """Switch mode; in the MIR stage everything but ``mir_head`` stays in eval mode."""
+        super().train(mode)
+        if mode and self._mir_only:
+            for name, child in self.named_children():
+                if name != "mir_head":
+                    child.eval()
+        return self
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(
+        self, outputs: SMPOutputs, metas: list[dict], return_intermediates: bool = False
+    ) -> list[dict]:
+        """Decode person parsing maps (section 4.1), relabelled by MIR when it is on.
+
+        Args:
+            outputs: forward outputs of a batch.
+            metas: per image ``img_size`` (h, w) and ``ori_size`` (H0, W0).
+            return_intermediates: add the maps a visualiser needs.
+
+        Returns:
+            Per image ``parsing`` ``(P, H0, W0)`` uint8 and ``scores`` ``(P,)`` (see
+            :func:`~smp_parsing.models.decode.decode_parsing`).
+        """
+        out = _float32(outputs)
+        preds = decode_parsing(
+            out,
+            metas,
+            strides=self.strides,
+            return_intermediates=return_intermediates,
+            **self.test_cfg,
+        )
+        if self.mir_head is not None:
+            preds = [
+                self.mir_relabel(out.mir_feat[i : i + 1], pred, meta)
+                for i, (pred, meta) in enumerate(zip(preds, metas))
+            ]
+        return preds
+
+    def mir_relabel(self, mir_feat: Tensor, pred: dict, meta: dict) -> dict:
+        """Reclassify every decoded part of one image with MIR (all parts at once).
+
+        Each (person, class) region of the decoded maps is a mask of interest; it is
+        brought back to the F_mask grid (nearest), classified, and repainted with the MIR
+        class when MIR's probability for it exceeds ``mir_score_thr``.
+
+        Args:
+            mir_feat: ``(1, C, h, w)``.
+            pred: one decoded image (``parsing`` ``(P, H0, W0)`` uint8).
+            meta: its meta (``img_size``).
+
+        Returns:
+            ``pred`` with relabelled ``parsing``.
+        """
+        parsing = pred["parsing"]
+        if parsing.shape[0] == 0:
+            return pred
+        h_img, w_img = meta["img_size"]
+        hf, wf = mir_feat.shape[-2:]
+        s = self.mask_stride
+        small = F.interpolate(
+            parsing[:, None].float(), size=(max(1, h_img // s), max(1, w_img // s)), mode="nearest"
+        )[:, 0].long()
+        grid = small.new_zeros((parsing.shape[0], hf, wf))
+        grid[:, : small.shape[1], : small.shape[2]] = small[:, :hf, :wf]
+        onehot = F.one_hot(grid, self.num_classes)[..., 1:].permute(0, 3, 1, 2)  # (P, C_P, h, w)
+        present = onehot.flatten(2).any(-1)  # (P, C_P)
+        person, cls = present.nonzero(as_tuple=True)
+        if person.numel() == 0:
+            return pred
+        masks = onehot[person, cls].float()
+        logits = self.mir_head.classify(mir_feat, masks, torch.zeros_like(person))
+        prob, new_cls = logits.float().sigmoid().max(dim=1)
+        new_cls = torch.where(prob > self.mir_score_thr, new_cls, cls)
+        # Lookup table per person: old label -> new label, applied at full resolution.
+        table = torch.arange(self.num_classes, device=parsing.device).repeat(parsing.shape[0], 1)
+        table[person, cls + 1] = new_cls + 1
+        relabelled = torch.gather(table, 1, parsing.long().flatten(1)).view_as(parsing)
+        return {**pred, "parsing": relabelled.to(parsing.dtype)}
+
+    # ------------------------------------------------------------------ helpers
+    def num_parameters(self, trainable_only: bool = False) -> dict[str, int]:
+        """Parameter counts per top-level component and in total.
+
+        Args:
+            trainable_only: count only parameters with ``requires_grad``.
+
+        Returns:
+            ``{"backbone": n, "fpn": n, ..., "total": n}``.
+        """
+        counts = {}
+        for name, child in self.named_children():
+            counts[name] = sum(
+                p.numel() for p in child.parameters() if p.requires_grad or not trainable_only
+            )
+        counts["total"] = sum(counts.values())
+        return counts
+
+
+def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
+    """Semantic labels at the mask stride from the part instances of the batch.
+
+    Args:
+        targets: batch targets; ``instances.parts.masks`` ``(M, h, w)`` at the mask stride.
+        size: ``(h, w)`` of the semantic logits.
+
+    Returns:
+        ``(B, h, w)`` long class map (0 = background; overlapping persons: the larger class
+        id wins, a deterministic rule for the rare overlap pixels).
+    """
+    inst = targets.instances
+    parts = inst.parts
+    h, w = int(size[0]), int(size[1])
+    sem = torch.zeros((inst.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
+    if len(parts) == 0:
+        return sem.view(-1, h, w)
+    masks = parts.masks[:, :h, :w].reshape(len(parts), -1)
+    values = masks.long() * parts.labels[:, None]
+    sem.index_reduce_(0, parts.batch_idx, values, "amax")
+    return sem.view(-1, h, w)
+
+
+def _float32(outputs: SMPOutputs) -> SMPOutputs:
+    """Outputs cast to float32 (losses and decoding stay in fp32 under AMP)."""
+
+    def cast(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.float()
+
+    return SMPOutputs(
+        center=cast(outputs.center),
+        offsets=cast(outputs.offsets),
+        cate=[cast(t) for t in outputs.cate],
+        kernels=[cast(t) for t in outputs.kernels],
+        mask_feat=cast(outputs.mask_feat),
+        mir_feat=cast(outputs.mir_feat),
+        mir_semantic=cast(outputs.mir_semantic),
+    )
+
+
+def _zero_like_graph(outputs: SMPOutputs) -> Tensor:
+    """A zero scalar attached to every output (keeps the graph shape in the MIR stage)."""
+    total = outputs.center.sum() + outputs.offsets.sum() + outputs.mask_feat.sum()
+    total = total + sum(t.sum() for t in outputs.cate) + sum(t.sum() for t in outputs.kernels)
+    return total * 0
+
+
+__all__ = ["SMP", "scale_grid", "semantic_targets"]
