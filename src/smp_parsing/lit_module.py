@@ -1,0 +1,250 @@
+"""``SMPLitModule``: the training, validation and test logic around the SMP network.
+
+The network (:class:`smp_parsing.models.SMP`) owns forward, targets + losses and decoding; this
+module owns what changes between experiments and stages: which loss is optimised (the full eq. 2
+sum, or only the MIR term in the plug-in stage, paper section 4.3), which parameters train, the
+optimiser and its schedule (paper appendix), and the metrics (separate objects per stage so that
+validation and test never share state).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MaxMetric, Metric
+
+log = logging.getLogger(__name__)
+
+STAGES = ("main", "mir")
+# Shown in the progress bar; every value of ParsingMetrics.compute() is logged.
+PROGRESS_BAR_METRICS = ("APp50", "APpvol")
+
+
+class SMPLitModule(LightningModule):
+    """Lightning wrapper of SMP.
+
+    Args:
+        net: the SMP network (``conf/model/net/smp.yaml``).
+        optimizer: partial optimiser taking ``params`` (``lr`` is the rate for ``base_batch_size``).
+        scheduler: partial scheduler taking ``optimizer`` and ``steps_per_epoch``
+            (:class:`~smp_parsing.utils.lr_schedule.WarmupMultiStepLR`), or ``None``.
+        metrics: factory of the parsing metric (``ParsingMetrics`` partial); called once per
+            evaluation stage so that val and test keep separate state.
+        batch_size: images per device and step (``${data.batch_size}``).
+        base_batch_size: total batch the optimiser's ``lr`` is given for (paper: 0.02 @ 32).
+        scale_lr: scale ``lr`` linearly to ``devices x batch_size x accumulate_grad_batches``.
+        stage: ``"main"`` trains the whole network on the summed loss; ``"mir"`` trains only the
+            modules in ``mir_modules`` on ``loss_mir`` with everything else frozen (eval mode).
+        mir_modules: attribute paths inside ``net`` trained in the MIR stage.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., LRScheduler] | None,
+        metrics: Callable[[], Metric],
+        batch_size: int,
+        base_batch_size: int = 32,
+        scale_lr: bool = True,
+        stage: str = "main",
+        mir_modules: Sequence[str] = ("mir_head",),
+    ) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        # The net is a module (saved in the state dict); its config travels in the checkpoint
+        # through `model_config` (see on_save_checkpoint), so it is not a hyper-parameter here.
+        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.net = net
+        self.val_metrics = metrics()
+        self.test_metrics = metrics()
+        self.val_appvol_best = MaxMetric()
+        # Resolved config of this module, stored in checkpoints so that evaluate/predict can
+        # rebuild the network without the training command line (set by smp_parsing.train).
+        self.model_config: dict[str, Any] | None = None
+        # Last loss terms (detached), read by the non-finite loss guard for its message.
+        self.last_loss_terms: dict[str, Tensor] = {}
+        self._infer_seconds = 0.0
+        self._infer_images = 0
+        if stage == "mir":
+            self._freeze_for_mir()
+
+    # ------------------------------------------------------------------ stages
+    def _mir_submodules(self) -> list[nn.Module]:
+        modules = []
+        for path in self.hparams.mir_modules:
+            try:
+                modules.append(self.net.get_submodule(path))
+            except AttributeError:
+                raise ValueError(
+                    f"stage='mir' trains net.{path}, but the network has no such module: enable MIR "
+                    "in the network config (model.net) or fix model.mir_modules."
+                ) from None
+        return modules
+
+    def _freeze_for_mir(self) -> None:
+        """Freeze everything but the MIR modules (paper section 4.3: MIR is a plug-in stage)."""
+        self._mir_submodules()  # clear error when the network was built without MIR
+        if hasattr(self.net, "freeze_for_mir"):
+            # SMP also switches its loss to MIR-only and keeps frozen modules in eval mode.
+            self.net.freeze_for_mir()
+            return
+        self.net.requires_grad_(False)
+        for module in self._mir_submodules():
+            module.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> SMPLitModule:
+        """Switch modes; in the MIR stage the frozen network stays in eval mode (frozen BN stats)."""
+        super().train(mode)
+        if self.hparams.stage == "mir" and mode:
+            self.net.eval()
+            for module in self._mir_submodules():
+                module.train(True)
+        return self
+
+    # ---------------------------------------------------------------- training
+    def forward(self, images: Tensor):
+        """Raw head outputs (:class:`~smp_parsing.models.outputs.SMPOutputs`) for ``B x 3 x H x W``."""
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Forward, targets and losses; logs every term as ``train/<term>``.
+
+        Args:
+            batch: ``images`` ``B x 3 x H x W`` and ``parsing`` (list of ``N_i x H x W`` uint8).
+        """
+        images = batch["images"]
+        outputs = self.net(images)
+        losses: dict[str, Tensor] = self.net.loss(outputs, batch["parsing"])
+        if self.hparams.stage == "mir":
+            if "loss_mir" not in losses:
+                raise KeyError(
+                    f"stage='mir' optimises loss_mir, but the network returned only {sorted(losses)}"
+                )
+            loss = losses["loss_mir"]
+        else:
+            loss = losses["loss"]
+        self.last_loss_terms = {k: v.detach() for k, v in losses.items()}
+        bs = images.shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=bs,
+                     prog_bar=name == "loss")  # fmt: skip
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity-check validation must not count as a "best" result.
+        self.val_appvol_best.reset()
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
+        """Decode one batch and feed the metric; accumulates the inference time for FPS."""
+        images = batch["images"]
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        t0 = time.perf_counter()
+        outputs = self.net(images)
+        preds = self.net.predict(outputs, batch["metas"])
+        if images.is_cuda:
+            torch.cuda.synchronize(images.device)
+        self._infer_seconds += time.perf_counter() - t0
+        self._infer_images += images.shape[0]
+        metric.update(
+            [{"parsing": p["parsing"], "scores": p["scores"]} for p in preds],
+            [{"parsing": gt} for gt in batch["parsing"]],
+        )
+        return preds
+
+    def _reset_eval(self, metric: Metric) -> None:
+        # ddp_spawn may start torchmetrics states shared between processes: always start clean.
+        metric.reset()
+        self._infer_seconds, self._infer_images = 0.0, 0
+
+    def _log_eval(self, prefix: str, metric: Metric) -> dict[str, float]:
+        values = metric.compute()  # synchronised across ranks by torchmetrics
+        for name, value in values.items():
+            # Already reduced over ranks: logging with sync_dist would average equal values.
+            self.log(f"{prefix}/{name}", float(value), sync_dist=False,
+                     prog_bar=name in PROGRESS_BAR_METRICS)  # fmt: skip
+        fps = self._infer_images / self._infer_seconds if self._infer_seconds > 0 else 0.0
+        self.log(f"{prefix}/fps", fps, sync_dist=True)
+        metric.reset()
+        return {k: float(v) for k, v in values.items()}
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval(self.val_metrics)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
+        return self._evaluate_batch(batch, self.val_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_eval("val", self.val_metrics)
+        if "APpvol" in values:
+            self.val_appvol_best.update(torch.tensor(values["APpvol"]))
+            self.log(
+                "val/APpvol_best", self.val_appvol_best.compute(), sync_dist=False, prog_bar=True
+            )
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval(self.test_metrics)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
+        return self._evaluate_batch(batch, self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_metrics)
+
+    # --------------------------------------------------------------- optimiser
+    def total_batch_size(self) -> int:
+        """Images per optimiser step over all devices: world x batch x accumulation."""
+        trainer = self.trainer
+        return int(trainer.world_size * self.hparams.batch_size * trainer.accumulate_grad_batches)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD (by default) with the linearly scaled rate and the warmup + step-decay schedule."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("No trainable parameter: check model.stage and model.mir_modules.")
+        optimizer = self.hparams.optimizer(params=params)
+        if self.hparams.scale_lr:
+            # Paper: lr 0.02 for 8 GPUs x 4 images; linear scaling rule (Goyal et al., 2017).
+            factor = self.total_batch_size() / self.hparams.base_batch_size
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+            log.info(
+                "Learning rate scaled by %d/%d -> %.5g",
+                self.total_batch_size(),
+                self.hparams.base_batch_size,
+                optimizer.param_groups[0]["lr"],
+            )
+        if self.hparams.scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.hparams.scheduler(
+            optimizer=optimizer, steps_per_epoch=self._steps_per_epoch()
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        _ = trainer.estimated_stepping_batches  # loads the train dataloader, sets the batch count
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError("The step-decay schedule needs a sized training dataloader.")
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_config is not None:
+            checkpoint["smp_model_config"] = self.model_config

@@ -1,0 +1,232 @@
+"""Collect a sweep into tables shaped like the paper's Tables 3 and 5, plus a plot.
+
+``python -m smp_parsing.report <multirun dir> [--out DIR] [--split test|val]``
+
+Each job directory of a Hydra multirun (``<dir>/<job num>/``) holds ``metrics.json`` (written by
+``smp_parsing.train``) and ``.hydra/overrides.yaml``. One row per job: the overrides that vary
+across the sweep (named like the paper's columns: RFR, MIR, Grids, epsilon), then AP^p_50,
+AP^p_vol, PCP_50 in percent and FPS. A job without ``metrics.json`` (failed or still running) is
+listed with its status instead of numbers. Writes ``report.md``, ``report.csv`` and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smp_parsing.utils.run_files import METRICS_FILE
+
+log = logging.getLogger(__name__)
+
+# Override key -> column name of the paper's tables.
+COLUMN_ALIASES = {
+    "model.net.rfr": "RFR",
+    "stage": "MIR",
+    "grid": "Grids",
+    "model.net.grid_scale": "Grids",
+    "model.net.epsilon": "epsilon",
+}
+# How a value is shown in a column (per column), e.g. the MIR column from `stage=`.
+VALUE_ALIASES = {
+    "MIR": {"main": "", "main_mir": "yes", "mir": "yes"},
+    "RFR": {"true": "yes", "false": ""},
+}
+# (column, metric key, scale): the paper reports AP/PCP in percent.
+METRIC_COLUMNS = (
+    ("APp50", "APp50", 100.0),
+    ("APpvol", "APpvol", 100.0),
+    ("PCP50", "PCP50", 100.0),
+    ("FPS", "fps", 1.0),
+)
+
+
+@dataclass
+class JobResult:
+    """One job of a sweep: its number, overrides and metrics (``None`` when it has none)."""
+
+    num: str
+    overrides: dict[str, str]
+    metrics: dict[str, float] | None
+    status: str = "ok"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    items: list[str] = []
+    if path.is_file():
+        with open(path) as fh:
+            items = yaml.safe_load(fh) or []
+    elif (job_dir / METRICS_FILE).is_file():
+        with open(job_dir / METRICS_FILE) as fh:
+            items = json.load(fh).get("overrides", [])
+    out = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def _job_metrics(summary: dict[str, Any], split: str) -> dict[str, float] | None:
+    """Metrics of the requested split, falling back to the other one."""
+    for name in (split, "val" if split == "test" else "test"):
+        values = summary.get(name)
+        if values:
+            return {k: float(v) for k, v in values.items() if v is not None}
+    return None
+
+
+def collect_jobs(sweep_dir: str | os.PathLike, split: str = "test") -> list[JobResult]:
+    """Read every job directory of ``sweep_dir`` (sub-directories holding ``.hydra/``).
+
+    Raises:
+        FileNotFoundError: ``sweep_dir`` does not exist or holds no job directory.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such sweep directory")
+    job_dirs = [d for d in root.iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    job_dirs += [d for d in root.iterdir() if d.is_dir() and (d / METRICS_FILE).is_file()]
+    job_dirs = sorted(
+        set(job_dirs),
+        key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
+    )
+    if not job_dirs:
+        raise FileNotFoundError(
+            f"{root}: no job directories (expected <num>/.hydra/ or <num>/{METRICS_FILE})"
+        )
+    jobs = []
+    for d in job_dirs:
+        overrides = _read_overrides(d)
+        path = d / METRICS_FILE
+        if not path.is_file():
+            jobs.append(JobResult(d.name, overrides, None, status=f"no {METRICS_FILE} (failed?)"))
+            continue
+        with open(path) as fh:
+            summary = json.load(fh)
+        metrics = _job_metrics(summary, split)
+        status = "ok" if metrics else "no metrics"
+        jobs.append(JobResult(d.name, overrides, metrics, status=status))
+    return jobs
+
+
+def varying_keys(jobs: list[JobResult]) -> list[str]:
+    """Override keys whose value differs between jobs (the sweep's axes), in first-seen order."""
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job.overrides if k not in keys]
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1] or keys[:0]
+
+
+def build_rows(jobs: list[JobResult]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
+    """Return the header, the display rows (Markdown) and the raw rows (CSV)."""
+    axes = varying_keys(jobs)
+    axis_names = [COLUMN_ALIASES.get(k, k) for k in axes]
+    header = ["job", *axis_names, *(c for c, _, _ in METRIC_COLUMNS), "status"]
+    shown, raw = [], []
+    for job in jobs:
+        cells = [job.num]
+        raw_cells: list[Any] = [job.num]
+        for key, name in zip(axes, axis_names):
+            value = job.overrides.get(key, "")
+            cells.append(VALUE_ALIASES.get(name, {}).get(value, value))
+            raw_cells.append(value)
+        for _, key, scale in METRIC_COLUMNS:
+            v = None if job.metrics is None else job.metrics.get(key)
+            cells.append("" if v is None else f"{v * scale:.1f}" if scale != 1.0 else f"{v:.2f}")
+            raw_cells.append("" if v is None else v * scale)
+        cells.append(job.status)
+        raw_cells.append(job.status)
+        shown.append(cells)
+        raw.append(raw_cells)
+    return header, shown, raw
+
+
+def to_markdown(header: list[str], rows: list[list[str]], title: str) -> str:
+    """Render a GitHub-flavoured Markdown table."""
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_jobs(jobs: list[JobResult], axes: list[str], path: Path) -> Path:
+    """Grouped bars of AP^p_50, AP^p_vol and PCP_50 per job (labelled by its sweep point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [c for c, _, s in METRIC_COLUMNS if s != 1.0]
+    keys = [k for _, k, s in METRIC_COLUMNS if s != 1.0]
+    labels = [
+        "\n".join(f"{COLUMN_ALIASES.get(k, k)}={j.overrides.get(k, '')}" for k in axes) or j.num
+        for j in jobs
+    ]
+    values = np.array(
+        [[(j.metrics or {}).get(k, np.nan) * 100.0 for k in keys] for j in jobs], dtype=float
+    )
+    x = np.arange(len(jobs))
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(jobs) + 2), 4))
+    for i, name in enumerate(names):
+        ax.bar(x + (i - (len(keys) - 1) / 2) * width, values[:, i], width, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_title("Sweep results")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, split: str = "test"
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.csv`` and ``report.png`` for a sweep; returns their paths."""
+    jobs = collect_jobs(sweep_dir, split)
+    out = Path(out_dir or sweep_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    header, shown, raw = build_rows(jobs)
+    md = out / "report.md"
+    md.write_text(to_markdown(header, shown, f"Sweep {Path(sweep_dir).name} ({split})"))
+    csv_path = out / "report.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(raw)
+    png = plot_jobs(jobs, varying_keys(jobs), out / "report.png")
+    return {"markdown": md, "csv": csv_path, "plot": png}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: print the Markdown table and where the files are."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a Hydra multirun directory (holds <num>/ job dirs)")
+    parser.add_argument("--out", default=None, help="output folder (default: the sweep dir)")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="metrics of which split (falls back to the other one)")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.sweep_dir, args.out, args.split)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(paths["markdown"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Train SMP: ``python -m smp_parsing.train experiment=<name> [overrides]``.
+
+Stages (``stage=...``, paper section 4.3):
+    ``main``      the whole network on the eq. 2 loss (default);
+    ``mir``       only the MIR plug-in, the rest frozen, initialised from ``ckpt_path``
+                  (``experiment=... stage=mir ckpt_path=<main run>/checkpoints/last.ckpt``);
+    ``main_mir``  both, one after the other, in one job (what a Table 3 sweep needs).
+
+``ckpt_path=<run>/checkpoints/last.ckpt`` with ``stage=main`` resumes an interrupted run
+(weights, optimiser, schedule, loop counters). The job writes ``<output_dir>/metrics.json`` with the
+best/last checkpoint paths and the final metrics, and returns ``cfg.optimized_metric`` for Optuna.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
+from smp_parsing.utils.hyperparams import log_hyperparameters
+from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from smp_parsing.utils.run_context import job_number, job_overrides, sweep_group
+from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
+from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+STAGE_PLANS: dict[str, tuple[str, ...]] = {
+    "main": ("main",),
+    "mir": ("mir",),
+    "main_mir": ("main", "mir"),
+}
+
+
+def stage_config(cfg: DictConfig, stage: str, after_main: bool) -> DictConfig:
+    """Return the config of one stage: ``cfg`` itself for ``main``, a MIR view for ``mir``.
+
+    The MIR view applies ``cfg.mir_stage``: its ``net`` switches merged into ``model.net``, its
+    ``scheduler`` keys into ``model.scheduler``, ``max_epochs`` into the trainer. When it follows a
+    main stage in the same job its checkpoints go to ``<checkpoints>/mir``.
+    """
+    out = cfg.copy()
+    with open_dict(out):
+        out.model.stage = stage
+        if stage != "mir":
+            return out
+        mir = cfg.mir_stage
+        out.model.net = OmegaConf.merge(out.model.net, mir.get("net") or {})
+        if out.model.get("scheduler") is not None and mir.get("scheduler"):
+            out.model.scheduler = OmegaConf.merge(out.model.scheduler, mir.scheduler)
+        out.trainer.max_epochs = mir.max_epochs
+        ckpt_cb = OmegaConf.select(out, "callbacks.model_checkpoint")
+        if after_main and ckpt_cb is not None and ckpt_cb.get("dirpath"):
+            ckpt_cb.dirpath = str(Path(ckpt_cb.dirpath) / "mir")
+    return out
+
+
+def load_init_weights(model: pl.LightningModule, ckpt_path: str, trainable: list[str]) -> None:
+    """Load a main-stage checkpoint into a MIR-stage model.
+
+    Only keys of the modules trained in this stage (``net.<mir module>``) may be missing: anything
+    else missing or unexpected means the checkpoint belongs to a different network.
+
+    Raises:
+        ValueError: naming the checkpoint and the offending keys.
+    """
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    result = model.load_state_dict(state, strict=False)
+    prefixes = tuple(f"net.{m}." for m in trainable)
+    missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{ckpt_path}: does not match the network of this config: missing "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+            f"{result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+
+
+def checkpoint_stage(ckpt_path: str) -> str:
+    """Stage recorded in a checkpoint's hyper-parameters (``main`` when absent)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return str(ckpt.get("hyper_parameters", {}).get("stage", "main"))
+
+
+def stage_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """``{"APp50": ..}`` from logged ``{"<prefix>/APp50": tensor, ..}`` (other prefixes dropped)."""
+    head = f"{prefix}/"
+    return {k[len(head) :]: float(v) for k, v in metrics.items() if k.startswith(head)}
+
+
+def fit_stage(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, ckpt_path: str | None, resume: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build model, callbacks, loggers and trainer of one stage, fit, and optionally test.
+
+    Args:
+        cfg: the stage's config (see :func:`stage_config`).
+        datamodule: shared by the stages of a job.
+        ckpt_path: checkpoint to resume from (``resume``) or to initialise the weights from.
+        resume: pass ``ckpt_path`` to ``Trainer.fit`` (full state) instead of loading weights.
+    """
+    log.info("Instantiating model <%s> (stage %s)", cfg.model._target_, cfg.model.stage)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    if ckpt_path and not resume:
+        log.info("Initialising the weights from %s", ckpt_path)
+        load_init_weights(model, ckpt_path, list(cfg.model.get("mir_modules", [])))
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    group = sweep_group()
+    if group and OmegaConf.select(cfg, "logger.wandb") is not None:
+        with open_dict(cfg):  # all jobs of one --multirun share a W&B group
+            cfg.logger.wandb.group = cfg.logger.wandb.get("group") or group
+            num = job_number()
+            cfg.logger.wandb.name = f"{cfg.task_name}-{group}-{num}"
+    loggers = instantiate_loggers(cfg.get("logger"))
+    log.info("Instantiating trainer <%s>", cfg.trainer._target_)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    object_dict = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+    log_hyperparameters(object_dict)
+
+    log.info("Starting training (stage %s)", cfg.model.stage)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path if resume else None)
+    metric_dict: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items()}
+
+    ckpt_cb = trainer.checkpoint_callback
+    best = getattr(ckpt_cb, "best_model_path", "") or None
+    summary: dict[str, Any] = {
+        "stage": cfg.model.stage,
+        "best_model_path": best,
+        "best_model_score": getattr(ckpt_cb, "best_model_score", None),
+        "last_model_path": getattr(ckpt_cb, "last_model_path", "") or None,
+        "monitor": getattr(ckpt_cb, "monitor", None),
+        "val": stage_metrics(trainer.callback_metrics, "val"),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "interrupted": trainer.interrupted,
+    }
+    if cfg.get("test"):
+        if best is None:
+            log.warning("No best checkpoint (no monitored metric): testing the current weights.")
+        log.info("Starting testing (%s)", best or "current weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
+        metric_dict.update(trainer.callback_metrics)
+        summary["test"] = stage_metrics(trainer.callback_metrics, "test")
+    object_dict["summary"] = summary
+    return metric_dict, object_dict
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the stages of ``cfg.stage``; returns ``(metric_dict, object_dict)``.
+
+    ``metric_dict`` holds the last logged values (``train/*``, ``val/*``, ``test/*``) of the last
+    stage; ``object_dict`` the objects built (``cfg``, ``datamodule``, ``model``, ``trainer``) and the
+    ``summary`` written to ``metrics.json``.
+    """
+    if cfg.stage not in STAGE_PLANS:
+        raise ValueError(f"stage must be one of {sorted(STAGE_PLANS)}, got {cfg.stage!r}")
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    log.info("Instantiating datamodule <%s>", cfg.data._target_)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+
+    ckpt_path = cfg.get("ckpt_path")
+    plan = STAGE_PLANS[cfg.stage]
+    if plan == ("mir",) and not ckpt_path:
+        raise ValueError("stage=mir trains MIR on top of a trained network: pass ckpt_path=<.ckpt>")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+
+    metric_dict: dict[str, Any] = {}
+    object_dict: dict[str, Any] = {}
+    stages: dict[str, Any] = {}
+    for i, stage in enumerate(plan):
+        s_cfg = stage_config(cfg, stage, after_main=i > 0)
+        if i == 0:
+            # Resume when the checkpoint is of this very stage; otherwise it only gives weights.
+            resume = bool(ckpt_path) and (stage == "main" or checkpoint_stage(ckpt_path) == "mir")
+            s_ckpt = ckpt_path
+        else:
+            prev = object_dict["summary"]
+            s_ckpt, resume = prev["best_model_path"] or prev["last_model_path"], False
+        metric_dict, object_dict = fit_stage(s_cfg, datamodule, s_ckpt, resume)
+        stages[stage] = object_dict["summary"]
+
+    summary = dict(object_dict["summary"])
+    summary.update(
+        stages=stages,
+        metrics={k: v for k, v in metric_dict.items()},
+        overrides=job_overrides(),
+        output_dir=cfg.paths.output_dir,
+    )
+    if object_dict["trainer"].is_global_zero:
+        path = write_json_atomic(Path(cfg.paths.output_dir) / METRICS_FILE, summary)
+        log.info("Wrote %s", path)
+    object_dict["summary"] = summary
+    return metric_dict, object_dict
+
+
+def get_metric_value(metric_dict: dict[str, Any], metric_name: str | None) -> float | None:
+    """Return ``metric_dict[metric_name]`` as a float for the hyper-parameter optimiser.
+
+    Raises:
+        KeyError: listing the available metrics when the name is not among them.
+    """
+    if not metric_name:
+        return None
+    if metric_name not in metric_dict:
+        raise KeyError(
+            f"optimized_metric={metric_name!r} was not logged; available: {sorted(metric_dict)}"
+        )
+    value = metric_dict[metric_name]
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the optimised metric (for the Optuna sweeper)."""
+    apply_extras(cfg)
+    metric_dict, _ = train(cfg)
+    return get_metric_value(metric_dict, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Lightning callbacks of the project (each in its own module)."""
+
+from smp_parsing.utils.callbacks.atomic_checkpoint import AtomicModelCheckpoint
+from smp_parsing.utils.callbacks.image_logger import ParsingImageLogger
+from smp_parsing.utils.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from smp_parsing.utils.callbacks.rank_seed import PerRankSeed
+
+__all__ = [
+    "AtomicModelCheckpoint",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "ParsingImageLogger",
+    "PerRankSeed",
+]

@@ -1,0 +1,46 @@
+"""Stop training at the first non-finite loss, before the bad gradient reaches the weights."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch import Callback
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the total training loss is NaN or infinite."""
+
+
+def format_loss_terms(terms: Mapping[str, torch.Tensor | float]) -> str:
+    """Render ``{"loss_center": 0.5, ...}`` as ``loss_center=0.5, ...`` with non-finite ones marked."""
+    parts = []
+    for name, value in terms.items():
+        v = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
+        flag = "" if math.isfinite(v) else "  <-- non-finite"
+        parts.append(f"{name}={v:.6g}{flag}")
+    return ", ".join(parts)
+
+
+class NonFiniteLossGuard(Callback):
+    """Raise :class:`NonFiniteLossError` naming the step and every loss term.
+
+    Hooked on ``on_before_backward`` so that the optimiser never steps on a NaN gradient: the
+    weights of the last checkpoint and of the in-memory model stay finite. The loss terms are read
+    from ``pl_module.last_loss_terms`` (set by :class:`~smp_parsing.lit_module.SMPLitModule`).
+    """
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if torch.isfinite(loss.detach()).all():
+            return
+        terms = getattr(pl_module, "last_loss_terms", None) or {"loss": loss}
+        raise NonFiniteLossError(
+            f"Non-finite training loss at global step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}): "
+            f"{format_loss_terms(terms)}. Training stopped before the optimiser step; try a lower "
+            "learning rate, a longer warmup, or check the batch's annotations."
+        )

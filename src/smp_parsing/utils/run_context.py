@@ -1,0 +1,41 @@
+"""What the running Hydra job knows about itself: output dir, overrides, sweep membership."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+
+def hydra_is_running() -> bool:
+    """True inside a ``@hydra.main`` job (False under ``compose`` in tests or notebooks)."""
+    return HydraConfig.initialized()
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this job (for a sweep job: its point of the grid)."""
+    if not hydra_is_running():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def sweep_group() -> str | None:
+    """Name shared by all jobs of one ``--multirun`` (its sweep directory), else ``None``.
+
+    Used as the W&B ``group`` so that the runs of a sweep are shown together.
+    """
+    if not hydra_is_running():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hc.sweep.dir).name
+
+
+def job_number() -> int | None:
+    """Index of this job within its sweep (``hydra.job.num``), ``None`` outside a multirun."""
+    if not hydra_is_running():
+        return None
+    hc = HydraConfig.get()
+    return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None

@@ -1,0 +1,58 @@
+"""Files a run leaves behind for the next step of a pipeline (evaluate, predict, report).
+
+``metrics.json`` in the run directory is the hand-over point: it names the best and last
+checkpoints and holds the final metrics, so a script can chain ``train -> evaluate -> predict``
+and :mod:`smp_parsing.report` can collect a sweep without parsing logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+METRICS_FILE = "metrics.json"
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; a missing value is explicit
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as pretty JSON through a temp file + ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(_to_jsonable(payload), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<run_dir>/metrics.json``.
+
+    Raises:
+        FileNotFoundError: naming the missing file (the run failed or is still running).
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {METRICS_FILE} (the run failed or has not finished)")
+    with open(path) as fh:
+        return json.load(fh)
