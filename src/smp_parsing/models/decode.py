@@ -8,7 +8,13 @@ Q human peaks of an image, K part-candidate cells of an image, R selected parts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from smp_parsing.models.matrix_nms import matrix_nms, pack_by_group
 from smp_parsing.models.outputs import SMPOutputs
 
 
@@ -73,4 +79,296 @@ def decode_parsing(
         ``(x, y)``, ``part_centers`` ``(P, C_P, 2)`` pointed grid positions ``(x, y)``,
         ``offsets`` ``(C_P, 2, S_c, S_c)``.
     """
-    raise NotImplementedError
+    if len(metas) != outputs.center.shape[0]:
+        raise ValueError(
+            f"decode_parsing: {len(metas)} metas for a batch of {outputs.center.shape[0]}"
+        )
+    if len(strides) != len(outputs.cate):
+        raise ValueError(f"decode_parsing: {len(strides)} strides for {len(outputs.cate)} levels")
+    grid = outputs.center.shape[-1]
+    # Batch-wide dense maps (cheap, S x S): NaN becomes 0 so it can never pass a threshold.
+    center = _sigmoid(outputs.center[:, 0])  # (B, S, S)
+    pooled = F.max_pool2d(center, ctr_pool_size, stride=1, padding=ctr_pool_size // 2)
+    peaks = (pooled == center) & (center > ctr_score_thr)
+    part_scores = torch.stack(
+        [
+            F.interpolate(_point_nms(_sigmoid(c)), size=(grid, grid), mode="nearest-exact")
+            for c in outputs.cate
+        ],
+        1,
+    )  # (B, L, C_P, S, S)
+    settings = _DecodeSettings(
+        strides=tuple(strides),
+        part_grids=tuple(c.shape[-1] for c in outputs.cate),
+        cate_score_thr=cate_score_thr,
+        nms_pre=nms_pre,
+        mask_thr=mask_thr,
+        update_thr=update_thr,
+        nms_kernel=nms_kernel,
+        nms_sigma=nms_sigma,
+        max_humans=max_humans,
+        max_parts_per_human=max_parts_per_human,
+        min_radius=min_radius,
+    )
+    results = []
+    # A loop over the images of the batch only: every human and part of an image is
+    # decoded at once.
+    for b, meta in enumerate(metas):
+        result = _decode_image(
+            peaks=peaks[b],
+            center=center[b],
+            offsets=outputs.offsets[b].float(),
+            part_scores=part_scores[b],
+            kernels=[k[b].float() for k in outputs.kernels],
+            mask_feat=outputs.mask_feat[b].float(),
+            meta=meta,
+            cfg=settings,
+        )
+        if return_intermediates:
+            result["center_heatmap"] = center[b]
+            result["offsets"] = outputs.offsets[b].float()
+        else:
+            del result["centers"], result["part_centers"]
+        results.append(result)
+    return results
+
+
+@dataclass(frozen=True)
+class _DecodeSettings:
+    """The thresholds of :func:`decode_parsing` for one image (see its docstring)."""
+
+    strides: tuple[int, ...]
+    part_grids: tuple[int, ...]
+    cate_score_thr: float
+    nms_pre: int
+    mask_thr: float
+    update_thr: float
+    nms_kernel: str
+    nms_sigma: float
+    max_humans: int
+    max_parts_per_human: int
+    min_radius: float
+
+
+def _sigmoid(logits: Tensor) -> Tensor:
+    """Sigmoid in float32 with NaN mapped to 0 (a NaN logit never detects anything)."""
+    return torch.nan_to_num(torch.sigmoid(logits.float()), nan=0.0)
+
+
+def _point_nms(scores: Tensor) -> Tensor:
+    """Keep the cells equal to the max of their 2 x 2 neighbourhood (SOLO point NMS).
+
+    Args:
+        scores: ``(B, C, S, S)`` probabilities.
+
+    Returns:
+        ``(B, C, S, S)`` with non-maximal cells zeroed.
+    """
+    hmax = F.max_pool2d(scores, 2, stride=1, padding=1)[..., :-1, :-1]
+    return scores * (hmax == scores)
+
+
+def _decode_image(
+    *,
+    peaks: Tensor,
+    center: Tensor,
+    offsets: Tensor,
+    part_scores: Tensor,
+    kernels: list[Tensor],
+    mask_feat: Tensor,
+    meta: dict,
+    cfg: _DecodeSettings,
+) -> dict:
+    """Decode one image (all humans and parts at once).
+
+    Args:
+        peaks: ``(S, S)`` bool human peaks.
+        center: ``(S, S)`` center probabilities.
+        offsets: ``(C_P, 2, S, S)`` offsets.
+        part_scores: ``(L, C_P, S, S)`` part probabilities on the center grid.
+        kernels: per level ``(C_K, S_l, S_l)``.
+        mask_feat: ``(C_K, h, w)``.
+        meta: the image meta (``img_size``, ``ori_size``).
+        cfg: thresholds.
+
+    Returns:
+        ``parsing``, ``scores``, ``centers``, ``part_centers`` (see :func:`decode_parsing`).
+    """
+    device = center.device
+    levels, num_part_classes, grid, _ = part_scores.shape
+
+    # 1. Humans: peak cells, highest center scores first.
+    hy, hx = peaks.nonzero(as_tuple=True)
+    human_scores = center[hy, hx]
+    top = torch.argsort(human_scores, descending=True)[: cfg.max_humans]
+    hy, hx, human_scores = hy[top], hx[top], human_scores[top]
+    num_humans = hy.numel()
+
+    # 3. Pointed part centres (Q, C_P, 2) = cell - offset, and the acceptance test on
+    # every level: score of class p at the pointed cell.
+    human_xy = torch.stack([hx, hy], 1).float()
+    pointed = human_xy[:, None, :] - offsets[:, :, hy, hx].permute(2, 0, 1)
+    finite = torch.isfinite(pointed).all(2)  # (Q, C_P)
+    pointed_cell = torch.nan_to_num(pointed).round().clamp(0, grid - 1).long()
+    cls = torch.arange(num_part_classes, device=device)
+    pointed_score = part_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]  # (L, Q, C_P)
+    accepted = (pointed_score > cfg.cate_score_thr) & finite  # (L, Q, C_P)
+
+    # Radius of the distance weighting: spread of the human's accepted pointed centres.
+    any_level = accepted.any(0).float()  # (Q, C_P)
+    count = any_level.sum(1, keepdim=True).clamp(min=1)
+    centred = (
+        torch.nan_to_num(pointed)
+        - (torch.nan_to_num(pointed) * any_level[..., None]).sum(1, keepdim=True) / count[..., None]
+    )
+    spread = ((centred**2).sum(2) * any_level).sum(1) / count[:, 0]
+    radius = spread.sqrt().clamp(min=cfg.min_radius)  # (Q,)
+
+    # Part candidate cells: score > threshold on any level, the nms_pre best.
+    flat_scores = part_scores.flatten()
+    cand = (flat_scores > cfg.cate_score_thr).nonzero(as_tuple=True)[0]
+    cand = cand[torch.argsort(flat_scores[cand], descending=True)[: cfg.nms_pre]]
+    cand_score = flat_scores[cand]
+    cand_level = cand // (num_part_classes * grid * grid)
+    cand_cls = cand // (grid * grid) % num_part_classes
+    cand_y = cand // grid % grid
+    cand_x = cand % grid
+    num_cand = cand.numel()
+
+    # Every (human, candidate) pair at once: the candidate's distance to the human's
+    # pointed centre of its class, weighted score, validity (class accepted on its level).
+    target_xy = torch.nan_to_num(pointed)[:, cand_cls]  # (Q, K, 2)
+    dist = (cand_x[None] - target_xy[..., 0]).abs() + (cand_y[None] - target_xy[..., 1]).abs()
+    weighted = cand_score[None] * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
+    valid = accepted[
+        cand_level[None], torch.arange(num_humans, device=device)[:, None], cand_cls[None]
+    ]
+    weighted = torch.where(valid, weighted, -1.0)
+
+    # Best candidate of each (human, level, class) group: max of the weighted scores by
+    # scatter, then the first candidate reaching it.
+    num_groups = num_humans * levels * num_part_classes
+    group = (
+        torch.arange(num_humans, device=device)[:, None] * levels + cand_level[None]
+    ) * num_part_classes + cand_cls[None]  # (Q, K)
+    best = torch.full((num_groups,), -1.0, device=device)
+    best.scatter_reduce_(0, group.flatten(), weighted.flatten(), "amax")
+    is_best = valid & (weighted == best[group])
+    cand_idx = torch.arange(num_cand, device=device).expand_as(group)
+    first = torch.full((num_groups,), num_cand, dtype=torch.long, device=device)
+    first.scatter_reduce_(
+        0, group.flatten(), torch.where(is_best, cand_idx, num_cand).flatten(), "amin"
+    )
+    chosen_group = (first < num_cand).nonzero(as_tuple=True)[0]
+    chosen = first[chosen_group]  # (R,) candidate index
+    part_human = chosen_group // (levels * num_part_classes)
+    part_level = cand_level[chosen]
+    part_cls = cand_cls[chosen]
+    part_score = best[chosen_group]
+
+    # 4. Masks from the kernels of the chosen cells (same nearest-exact map as the scores).
+    part_grids = torch.tensor(cfg.part_grids, device=device)
+    level_grid = part_grids[part_level]
+    src_y = ((cand_y[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
+    src_x = ((cand_x[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
+    sizes = part_grids**2
+    starts = torch.cumsum(sizes, 0) - sizes
+    flat_kernels = torch.cat([k.flatten(1) for k in kernels], 1)  # (C_K, sum S_l^2)
+    part_kernels = flat_kernels[:, starts[part_level] + src_y * level_grid + src_x].T  # (R, C_K)
+    mask_h, mask_w = mask_feat.shape[-2:]
+    soft = _sigmoid(part_kernels @ mask_feat.flatten(1))  # (R, h * w)
+    binary = soft > cfg.mask_thr
+    area = binary.sum(1)
+    strides = torch.tensor(cfg.strides, device=device, dtype=area.dtype)
+    big_enough = area > strides[part_level]
+    maskness = (soft * binary).sum(1) / area.clamp(min=1)
+    part_score = part_score * maskness
+
+    keep = big_enough.nonzero(as_tuple=True)[0]
+    part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
+    soft, binary, area = soft[keep], binary[keep], area[keep]
+    # Matrix NMS among the same-class parts of one human: the label is (human, class).
+    part_score = matrix_nms(
+        binary,
+        part_human * num_part_classes + part_cls,
+        part_score,
+        kernel=cfg.nms_kernel,
+        sigma=cfg.nms_sigma,
+        mask_areas=area,
+    )
+    keep = part_score >= cfg.update_thr
+    part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
+    soft = soft[keep]
+
+    # Ascending score inside each human (the painting order), at most max_parts_per_human.
+    order = torch.argsort(part_score, stable=True)
+    order = order[torch.argsort(part_human[order], stable=True)]
+    part_human, part_cls, part_score, soft = (
+        part_human[order],
+        part_cls[order],
+        part_score[order],
+        soft[order],
+    )
+    per_human = torch.bincount(part_human, minlength=num_humans)
+    _, slot = pack_by_group(part_score, part_human, num_groups=num_humans)
+    from_top = per_human[part_human] - 1 - slot[:, 1]
+    keep = from_top < cfg.max_parts_per_human
+    part_human, part_cls, soft = part_human[keep], part_cls[keep], soft[keep]
+
+    # 4'. Paint: per human and pixel, the highest-scored part whose mask covers it; where
+    # none does (a border pixel that may become foreground once upsampled), the most
+    # probable part. The foreground is the max part probability (bilinear-upsampled below).
+    packed_soft, slot = pack_by_group(soft, part_human, num_groups=num_humans)  # (Q, K, hw)
+    packed_label, _ = pack_by_group(part_cls + 1, part_human, num_groups=num_humans)  # (Q, K)
+    k_max = packed_soft.shape[1]
+    has_parts = torch.bincount(part_human, minlength=num_humans) > 0
+    if k_max == 0:
+        packed_soft = soft.new_zeros(num_humans, 1, mask_h * mask_w)
+        packed_label = part_cls.new_zeros(num_humans, 1)
+    rank = torch.arange(1, packed_soft.shape[1] + 1, device=device, dtype=torch.int32)
+    covered = packed_soft > cfg.mask_thr
+    top_cover = (covered * rank[None, :, None]).argmax(1)  # last covering part = highest score
+    top_prob = packed_soft.argmax(1)
+    winner = torch.where(covered.any(1), top_cover, top_prob)  # (Q, hw)
+    label_map = packed_label.gather(1, winner)
+    foreground = packed_soft.amax(1)
+
+    label_map = label_map[has_parts].view(-1, 1, mask_h, mask_w)
+    foreground = foreground[has_parts].view(-1, 1, mask_h, mask_w)
+    parsing = _to_original(label_map, foreground, meta, cfg.mask_thr)
+    return {
+        "parsing": parsing,
+        "scores": human_scores[has_parts],
+        "centers": human_xy[has_parts],
+        "part_centers": pointed[has_parts],
+    }
+
+
+def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float) -> Tensor:
+    """Upsample mask-resolution person maps to the input, crop the padding, resize.
+
+    Labels are resized with nearest neighbours, the foreground probability bilinearly
+    (as SOLO resizes soft masks) and thresholded at ``mask_thr``.
+
+    Args:
+        label_map: ``(P, 1, h, w)`` part class per pixel.
+        foreground: ``(P, 1, h, w)`` person foreground probability.
+        meta: ``img_size`` (resized content), ``ori_size``, optional ``pad_size``.
+        mask_thr: foreground threshold.
+
+    Returns:
+        ``(P, H0, W0)`` uint8 person maps.
+    """
+    img_h, img_w = (int(v) for v in meta["img_size"])
+    ori_h, ori_w = (int(v) for v in meta["ori_size"])
+    if label_map.shape[0] == 0:
+        return torch.zeros(0, ori_h, ori_w, dtype=torch.uint8, device=label_map.device)
+    mask_h, mask_w = label_map.shape[-2:]
+    pad_h, pad_w = (int(v) for v in meta.get("pad_size", (mask_h * 4, mask_w * 4)))
+    labels = F.interpolate(label_map.float(), size=(pad_h, pad_w), mode="nearest-exact")
+    fg = F.interpolate(foreground, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
+    labels, fg = labels[..., :img_h, :img_w], fg[..., :img_h, :img_w]
+    if (img_h, img_w) != (ori_h, ori_w):
+        labels = F.interpolate(labels, size=(ori_h, ori_w), mode="nearest-exact")
+        fg = F.interpolate(fg, size=(ori_h, ori_w), mode="bilinear", align_corners=False)
+    return torch.where(fg > mask_thr, labels, 0)[:, 0].to(torch.uint8)

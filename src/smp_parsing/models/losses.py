@@ -9,8 +9,12 @@ Every term stays finite and connected to the graph when there is no positive
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import sigmoid_focal_loss
 
+from smp_parsing.models.matrix_nms import pack_by_group
 from smp_parsing.models.outputs import SMPOutputs
 from smp_parsing.models.targets import SMPTargets
 
@@ -30,7 +34,10 @@ def focal_loss(
     Returns:
         0-dim loss.
     """
-    raise NotImplementedError
+    loss = sigmoid_focal_loss(
+        logits.float(), targets.float(), alpha=alpha, gamma=gamma, reduction="sum"
+    )
+    return loss / (num_pos + 1)
 
 
 def center_loss(
@@ -48,7 +55,7 @@ def center_loss(
     Returns:
         0-dim loss, normalised by ``num_pos + 1``.
     """
-    raise NotImplementedError
+    return focal_loss(center_logits[:, 0], heatmap, num_pos, alpha=alpha, gamma=gamma)
 
 
 def part_category_loss(
@@ -65,7 +72,16 @@ def part_category_loss(
     Returns:
         0-dim loss, normalised by the number of positive cells of all levels + 1.
     """
-    raise NotImplementedError
+    if len(cate_logits) != len(labels):
+        raise ValueError(f"{len(cate_logits)} category levels but {len(labels)} target levels")
+    num_part_classes = cate_logits[0].shape[1]
+    logits = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, num_part_classes) for c in cate_logits])
+    flat_labels = torch.cat([lab.reshape(-1) for lab in labels])
+    # One-hot over background + C_P, background column dropped: a background cell is
+    # all-negative.
+    targets = F.one_hot(flat_labels, num_part_classes + 1)[:, 1:]
+    num_pos = (flat_labels > 0).sum()
+    return focal_loss(logits, targets, num_pos, alpha=alpha, gamma=gamma)
 
 
 def positive_mask_logits(
@@ -86,7 +102,19 @@ def positive_mask_logits(
     Returns:
         ``(P, h, w)`` mask logits.
     """
-    raise NotImplementedError
+    batch, channels, height, width = mask_feat.shape
+    # All levels' kernels side by side: (B, C_K, sum_l S_l^2); a positive's column is the
+    # start of its level plus its cell.
+    flat = torch.cat([k.flatten(2) for k in kernels], 2)
+    sizes = torch.tensor([k.shape[-1] * k.shape[-2] for k in kernels], device=pos_cell.device)
+    starts = torch.cumsum(sizes, 0) - sizes
+    pos_kernels = flat[pos_batch, :, starts[pos_level] + pos_cell]  # (P, C_K)
+
+    # Pack the positives per image into (B, P_max, C_K): one bmm for the whole batch.
+    packed, slot = pack_by_group(pos_kernels, pos_batch, num_groups=batch)
+    logits = torch.bmm(packed, mask_feat.flatten(2))  # (B, P_max, h * w)
+    out = logits[slot[:, 0], slot[:, 1]]
+    return out.view(-1, height, width)
 
 
 def dice_loss(mask_logits: Tensor, mask_targets: Tensor, *, eps: float = 0.002) -> Tensor:
@@ -100,7 +128,13 @@ def dice_loss(mask_logits: Tensor, mask_targets: Tensor, *, eps: float = 0.002) 
     Returns:
         0-dim mean loss; ``mask_logits.sum() * 0`` when ``P == 0``.
     """
-    raise NotImplementedError
+    if mask_logits.shape[0] == 0:
+        return mask_logits.sum() * 0
+    prob = torch.sigmoid(mask_logits.float()).flatten(1)
+    target = mask_targets.float().flatten(1)
+    inter = (prob * target).sum(1)
+    denom = (prob * prob).sum(1) + (target * target).sum(1) + eps
+    return (1 - 2 * inter / denom).mean()
 
 
 def offset_loss(
@@ -118,7 +152,11 @@ def offset_loss(
         0-dim loss: ``sum(w * smooth_l1) / #entries with w > 0`` (dx and dy counted
         separately), ``pred.sum() * 0`` when nothing is weighted.
     """
-    raise NotImplementedError
+    per_entry = F.smooth_l1_loss(pred.float(), target.float(), reduction="none", beta=beta)
+    weights = weights.float().unsqueeze(2)  # shared by dx and dy
+    num_entries = (weights > 0).sum() * pred.shape[2]
+    # Unweighted entries multiply by 0: the term stays connected to every prediction.
+    return (per_entry * weights).sum() / num_entries.clamp(min=1)
 
 
 def smp_losses(
@@ -152,4 +190,31 @@ def smp_losses(
         ``loss_center``, ``loss_part``, ``loss_mask``, ``loss_offset`` (weighted) and
         ``loss`` = their sum.
     """
-    raise NotImplementedError
+    center = center_loss(
+        outputs.center,
+        targets.center.heatmap,
+        targets.center.num_pos,
+        alpha=focal_alpha,
+        gamma=focal_gamma,
+    )
+    part = part_category_loss(
+        outputs.cate, targets.parts.labels, alpha=focal_alpha, gamma=focal_gamma
+    )
+    pos = targets.parts
+    mask_logits = positive_mask_logits(
+        outputs.kernels, outputs.mask_feat, pos.pos_batch, pos.pos_level, pos.pos_cell
+    )
+    # With no positive, kernels and F_mask still get a (zero) gradient (DDP).
+    untouched = sum(k.sum() for k in outputs.kernels) * 0 + outputs.mask_feat.sum() * 0
+    mask = dice_loss(mask_logits, pos.mask_targets, eps=dice_eps) + untouched
+    offset = offset_loss(
+        outputs.offsets, targets.offsets.offsets, targets.offsets.weights, beta=offset_beta
+    )
+    losses = {
+        "loss_center": center_weight * center,
+        "loss_part": part_weight * part,
+        "loss_mask": mask_weight * mask,
+        "loss_offset": offset_weight * offset,
+    }
+    losses["loss"] = sum(losses.values())
+    return losses

@@ -5,6 +5,7 @@ Shapes convention: N candidate masks, D pixels per mask (any spatial size, flatt
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -40,4 +41,64 @@ def matrix_nms(
     Raises:
         ValueError: unknown kernel or inconsistent lengths.
     """
-    raise NotImplementedError
+    if kernel not in ("gaussian", "linear"):
+        raise ValueError(f"matrix_nms: unknown kernel {kernel!r} (gaussian or linear)")
+    num = scores.numel()
+    if masks.shape[0] != num or labels.numel() != num:
+        raise ValueError(
+            f"matrix_nms: {masks.shape[0]} masks, {labels.numel()} labels, {num} scores"
+        )
+    if num == 0:
+        return scores.clone()
+    flat = masks.reshape(num, -1).float()
+    areas = flat.sum(1) if mask_areas is None else mask_areas.float()
+
+    # Sort by score (descending), then group by label keeping that order inside a group,
+    # and pack the groups into (G, K_max, D): IoUs are computed only inside a group.
+    by_score = torch.argsort(scores, descending=True, stable=True)
+    order = by_score[torch.argsort(labels[by_score], stable=True)]
+    _, group = torch.unique_consecutive(labels[order], return_inverse=True)
+    packed, slot = pack_by_group(flat[order], group)  # (G, K, D), (N, 2)
+    packed_area = pack_by_group(areas[order].unsqueeze(1), group)[0].squeeze(2)  # (G, K)
+    inter = torch.bmm(packed, packed.transpose(1, 2))  # (G, K, K)
+    union = packed_area[:, :, None] + packed_area[:, None, :] - inter
+    # Upper triangle: row i is a higher-scored member of the group than column j.
+    iou = (inter / union.clamp(min=1e-6)).triu(1)
+    compensate = iou.amax(1)  # (G, K): largest IoU of i with a higher-scored member
+    if kernel == "gaussian":
+        decay = torch.exp(-sigma * iou**2) / torch.exp(-sigma * compensate**2).unsqueeze(2)
+    else:
+        decay = (1 - iou) / (1 - compensate).clamp(min=1e-6).unsqueeze(2)
+    coefficient = decay.amin(1)  # (G, K)
+    out = torch.empty_like(scores)
+    out[order] = scores[order] * coefficient[slot[:, 0], slot[:, 1]].to(scores.dtype)
+    return out
+
+
+def pack_by_group(
+    values: Tensor, group: Tensor, num_groups: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Pack rows into a zero-padded ``(G, K_max, ...)`` tensor by group, order kept.
+
+    Args:
+        values: ``(N, ...)`` rows.
+        group: ``(N,)`` long group ids in ``0..G-1``.
+        num_groups: G; ``max(group) + 1`` when ``None``.
+
+    Returns:
+        ``packed`` ``(G, K_max, ...)`` and ``slot`` ``(N, 2)`` long ``(group, rank)`` of each
+        row in ``packed``.
+    """
+    if num_groups is None:
+        num_groups = int(group.max()) + 1 if group.numel() else 0
+    order = torch.argsort(group, stable=True)
+    sorted_group = group[order]
+    counts = torch.bincount(group, minlength=num_groups)
+    first = torch.cumsum(counts, 0) - counts
+    rank_sorted = torch.arange(group.numel(), device=group.device) - first[sorted_group]
+    rank = torch.empty_like(rank_sorted)
+    rank[order] = rank_sorted
+    k_max = int(counts.max()) if group.numel() else 0
+    packed = values.new_zeros(num_groups, k_max, *values.shape[1:])
+    packed[group, rank] = values
+    return packed, torch.stack([group, rank], 1)

@@ -50,7 +50,30 @@ def center_region_cells(
         ``center_cells`` ``(N, 2)`` long ``(x, y)`` and ``regions`` ``(N, 4)`` long
         inclusive cell ranges ``(x0, y0, x1, y1)``.
     """
-    raise NotImplementedError
+    half = 0.5 * epsilon * (boxes[:, 2:] - boxes[:, :2])
+    cell = grid_cells(centers, grid, image_size)
+    lo = torch.maximum(grid_cells(centers - half, grid, image_size), cell - 1)
+    hi = torch.minimum(grid_cells(centers + half, grid, image_size), cell + 1)
+    return cell, torch.cat([lo, hi], 1)
+
+
+def grid_cells(points: Tensor, grid: int, image_size: tuple[int, int]) -> Tensor:
+    """Grid cell ``floor(p * S / size)`` of pixel points, clamped to the grid.
+
+    The S x S grid spans the whole padded input, so cells are ``W / S`` wide and ``H / S``
+    high (not square for a non-square input), as in SOLO.
+
+    Args:
+        points: ``(N, 2)`` float ``(x, y)`` in pixels.
+        grid: S.
+        image_size: ``(H, W)``.
+
+    Returns:
+        ``(N, 2)`` long cells ``(x, y)``.
+    """
+    height, width = image_size
+    size = points.new_tensor([width, height])
+    return torch.floor(points * grid / size).long().clamp(0, grid - 1)
 
 
 def assign_cells(
@@ -70,7 +93,22 @@ def assign_cells(
     Returns:
         ``(B, S, S)`` long instance index, -1 where no instance covers the cell.
     """
-    raise NotImplementedError
+    num = regions.shape[0]
+    device = regions.device
+    idx = torch.arange(grid, device=device)
+    in_x = (idx >= regions[:, 0:1]) & (idx <= regions[:, 2:3])  # (N, S)
+    in_y = (idx >= regions[:, 1:2]) & (idx <= regions[:, 3:4])  # (N, S)
+    covers = in_y[:, :, None] & in_x[:, None, :]  # (N, S, S)
+    # One sortable key per instance: area first, index second, so the minimum over
+    # the covering instances is the smallest one (and the first on equal areas).
+    rank = areas.long() * max(num, 1) + torch.arange(num, device=device)
+    never = torch.iinfo(torch.long).max
+    keyed = torch.where(covers, rank.view(-1, 1, 1), torch.full_like(rank[:1, None, None], never))
+    best = torch.full((batch_size, grid * grid), never, dtype=torch.long, device=device)
+    image_of = batch_idx.view(-1, 1).expand(num, grid * grid)
+    best.scatter_reduce_(0, image_of, keyed.view(num, grid * grid), "amin")
+    best = best.view(batch_size, grid, grid)
+    return torch.where(best < never, best % max(num, 1), torch.full_like(best, -1))
 
 
 @torch.no_grad()
@@ -85,4 +123,10 @@ def build_center_targets(instances: BatchInstances, *, grid: int, epsilon: float
     Returns:
         The :class:`CenterTargets`.
     """
-    raise NotImplementedError
+    persons = instances.persons
+    _, regions = center_region_cells(
+        persons.centers, persons.boxes, grid, instances.image_size, epsilon
+    )
+    owner = assign_cells(regions, persons.batch_idx, persons.areas, instances.batch_size, grid)
+    heatmap = (owner >= 0).float()
+    return CenterTargets(heatmap=heatmap, owner=owner, num_pos=(owner >= 0).sum())

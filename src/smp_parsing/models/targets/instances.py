@@ -109,4 +109,140 @@ def extract_instances(
         ValueError: empty list, maps of different sizes, a size not divisible by
             ``mask_stride``, or a class id outside ``0..num_classes-1``.
     """
-    raise NotImplementedError
+    maps, batch_idx = _stack_person_maps(parsing_list, num_classes, mask_stride)
+    num_maps, height, width = maps.shape
+    device = maps.device
+
+    # Per (person, class) row and column histograms via one bincount each: (N*C) x H
+    # and (N*C) x W. Everything (area, barycenter, box) follows from these two
+    # projections without a (N, C, H, W) one-hot.
+    key = torch.arange(num_maps, device=device).view(-1, 1, 1) * num_classes + maps.long()
+    rows = torch.arange(height, device=device).view(1, -1, 1)
+    cols = torch.arange(width, device=device).view(1, 1, -1)
+    row_hist = torch.bincount(
+        (key * height + rows).flatten(), minlength=num_maps * num_classes * height
+    )
+    row_hist = row_hist.view(num_maps, num_classes, height)
+    col_hist = torch.bincount(
+        (key * width + cols).flatten(), minlength=num_maps * num_classes * width
+    )
+    col_hist = col_hist.view(num_maps, num_classes, width)
+    del key
+
+    # Persons: the union of their parts = all classes except background.
+    person_rows = row_hist[:, 1:].sum(1)
+    person_cols = col_hist[:, 1:].sum(1)
+    areas = person_rows.sum(1)
+    keep = areas > 0  # an all-background map is no person
+    person_rows, person_cols, areas = person_rows[keep], person_cols[keep], areas[keep]
+    row_hist, col_hist = row_hist[keep], col_hist[keep]
+    maps, batch_idx = maps[keep], batch_idx[keep]
+
+    offset = mask_stride // 2  # sample the centre pixel of each s x s block
+    maps_s = maps[:, offset::mask_stride, offset::mask_stride]
+
+    part_areas = row_hist[:, 1:].sum(2)  # (N, C_P)
+    has_part = part_areas > 0
+    person_idx, part_cls = has_part.nonzero(as_tuple=True)
+    labels = part_cls + 1
+
+    persons = PersonInstances(
+        batch_idx=batch_idx,
+        boxes=_boxes(person_rows, person_cols),
+        centers=_barycenters(person_rows, person_cols),
+        areas=areas,
+        masks=maps_s != 0,
+        has_part=has_part,
+    )
+    part_rows = row_hist[person_idx, labels]
+    part_cols = col_hist[person_idx, labels]
+    parts = PartInstances(
+        batch_idx=batch_idx[person_idx],
+        person_idx=person_idx,
+        labels=labels,
+        boxes=_boxes(part_rows, part_cols),
+        centers=_barycenters(part_rows, part_cols),
+        areas=part_areas[person_idx, part_cls],
+        masks=maps_s[person_idx] == labels.view(-1, 1, 1).to(maps_s.dtype),
+    )
+    return BatchInstances(
+        persons=persons,
+        parts=parts,
+        batch_size=len(parsing_list),
+        image_size=(height, width),
+        num_classes=num_classes,
+        mask_stride=mask_stride,
+    )
+
+
+def _stack_person_maps(
+    parsing_list: list[Tensor], num_classes: int, mask_stride: int
+) -> tuple[Tensor, Tensor]:
+    """Validate and concatenate the per-image maps.
+
+    Returns:
+        ``maps`` ``(N, H, W)`` (input dtype) and ``batch_idx`` ``(N,)`` long.
+    """
+    if len(parsing_list) == 0:
+        raise ValueError("extract_instances: empty batch (parsing_list has no image)")
+    sizes = {tuple(p.shape[-2:]) for p in parsing_list}
+    if len(sizes) != 1:
+        raise ValueError(f"extract_instances: person maps of different sizes {sorted(sizes)}")
+    height, width = sizes.pop()
+    for i, p in enumerate(parsing_list):
+        if p.dim() != 3:
+            raise ValueError(
+                f"extract_instances: image {i}: expected (N, H, W), got {tuple(p.shape)}"
+            )
+        if p.is_floating_point() or p.dtype == torch.bool:
+            raise ValueError(
+                f"extract_instances: image {i}: integer class ids needed, got {p.dtype}"
+            )
+    if height % mask_stride or width % mask_stride:
+        raise ValueError(
+            f"extract_instances: size {height}x{width} is not a multiple of mask_stride {mask_stride}"
+        )
+    counts = torch.tensor([p.shape[0] for p in parsing_list])
+    device = parsing_list[0].device
+    maps = torch.cat([p.to(device) for p in parsing_list])
+    if maps.numel() > 0:
+        lo, hi = int(maps.min()), int(maps.max())
+        if lo < 0 or hi >= num_classes:
+            bad = [
+                i
+                for i, p in enumerate(parsing_list)
+                if p.numel() and (p.min() < 0 or p.max() >= num_classes)
+            ]
+            raise ValueError(
+                f"extract_instances: class ids must be in 0..{num_classes - 1}, got range "
+                f"[{lo}, {hi}] (images {bad})"
+            )
+    batch_idx = torch.repeat_interleave(torch.arange(len(parsing_list)), counts).to(device)
+    return maps, batch_idx
+
+
+def _barycenters(row_hist: Tensor, col_hist: Tensor) -> Tensor:
+    """Centre of mass ``(x, y)`` from row/column histograms ``(K, H)``, ``(K, W)``."""
+    # float64: pixel sums of a full image exceed the 24-bit float32 mantissa.
+    area = row_hist.sum(1).double().clamp(min=1)
+    ys = torch.arange(row_hist.shape[1], device=row_hist.device, dtype=torch.float64) + 0.5
+    xs = torch.arange(col_hist.shape[1], device=col_hist.device, dtype=torch.float64) + 0.5
+    cy = (row_hist.double() * ys).sum(1) / area
+    cx = (col_hist.double() * xs).sum(1) / area
+    return torch.stack([cx, cy], 1).float()
+
+
+def _boxes(row_hist: Tensor, col_hist: Tensor) -> Tensor:
+    """Boxes ``(x1, y1, x2, y2)`` (x2/y2 exclusive) from row/column histograms."""
+    x1, x2 = _extent(col_hist > 0)
+    y1, y2 = _extent(row_hist > 0)
+    return torch.stack([x1, y1, x2, y2], 1).float()
+
+
+def _extent(present: Tensor) -> tuple[Tensor, Tensor]:
+    """First index and last index + 1 of the True entries of each row of ``(K, L)``."""
+    length = present.shape[1]
+    # argmax returns the first maximal index, on the flipped rows the last one.
+    first = present.to(torch.uint8).argmax(1)
+    last = length - present.flip(1).to(torch.uint8).argmax(1)
+    return first, last

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smp_parsing.models.targets.center import assign_cells, center_region_cells, grid_cells
 from smp_parsing.models.targets.instances import BatchInstances
 
 
@@ -43,7 +44,11 @@ def grid_box_size(boxes: Tensor, grid: int, image_size: tuple[int, int]) -> Tens
     Returns:
         ``(N, 2)`` float ``(w_g, h_g)``.
     """
-    raise NotImplementedError
+    height, width = image_size
+    size = boxes.new_tensor([width, height])
+    first = torch.floor(boxes[:, :2] * grid / size).clamp(0, grid - 1)
+    last = torch.floor((boxes[:, 2:] - 1) * grid / size).clamp(0, grid - 1)
+    return (last - first).clamp(min=0)
 
 
 @torch.no_grad()
@@ -63,4 +68,46 @@ def build_offset_targets(instances: BatchInstances, *, grid: int, epsilon: float
     Returns:
         The :class:`OffsetTargets`.
     """
-    raise NotImplementedError
+    persons, parts = instances.persons, instances.parts
+    num_persons = len(persons)
+    num_part_classes = instances.num_classes - 1
+    device = persons.centers.device
+    batch = instances.batch_size
+
+    grid_wh = grid_box_size(persons.boxes, grid, instances.image_size)
+    diag = grid_wh.norm(dim=1)
+    supervised = diag > 0  # persons of zero grid size give no offset supervision
+    weight = torch.where(supervised, 1.0 / diag.clamp(min=1e-6), torch.zeros_like(diag))
+
+    _, regions = center_region_cells(
+        persons.centers, persons.boxes, grid, instances.image_size, epsilon
+    )
+    regions = torch.where(supervised[:, None], regions, _EMPTY_REGION.to(regions))
+    owner = assign_cells(regions, persons.batch_idx, persons.areas, batch, grid)  # (B, S, S)
+
+    # Grid cell of every (person, part class) barycenter: (N + 1, C_P, 2), row 0 a dummy
+    # "no person" row so that owner + 1 indexes it without a branch.
+    part_cells = grid_cells(parts.centers, grid, instances.image_size).float()
+    person_part_cell = torch.zeros(num_persons + 1, num_part_classes, 2, device=device)
+    person_part_cell[parts.person_idx + 1, parts.labels - 1] = part_cells
+    has_part = torch.cat([persons.has_part.new_zeros(1, num_part_classes), persons.has_part])
+    weight = torch.cat([weight.new_zeros(1), weight])
+
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, device=device, dtype=torch.float32),
+        torch.arange(grid, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    cell_xy = torch.stack([xs, ys], -1)  # (S, S, 2)
+    slot = owner + 1  # (B, S, S), 0 = no owner
+    entry = has_part[slot]  # (B, S, S, C_P)
+    offsets = cell_xy[None, :, :, None, :] - person_part_cell[slot]  # (B, S, S, C_P, 2)
+    offsets = torch.where(entry[..., None], offsets, 0.0)
+    weights = torch.where(entry, weight[slot][..., None], 0.0)
+    return OffsetTargets(
+        offsets=offsets.permute(0, 3, 4, 1, 2).contiguous(),
+        weights=weights.permute(0, 3, 1, 2).contiguous(),
+    )
+
+
+_EMPTY_REGION = torch.tensor([1, 1, 0, 0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smp_parsing.models.targets.center import assign_cells, center_region_cells
 from smp_parsing.models.targets.instances import BatchInstances
 
 
@@ -54,7 +55,10 @@ def level_assignment(boxes: Tensor, scale_ranges: Sequence[Sequence[float]]) -> 
     Returns:
         ``(L, M)`` bool.
     """
-    raise NotImplementedError
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
+    scale = torch.sqrt(wh[:, 0] * wh[:, 1])
+    ranges = torch.as_tensor(scale_ranges, dtype=scale.dtype, device=scale.device)
+    return (scale >= ranges[:, 0:1]) & (scale <= ranges[:, 1:2])
 
 
 @torch.no_grad()
@@ -81,4 +85,41 @@ def build_part_targets(
     Returns:
         The :class:`PartTargets`.
     """
-    raise NotImplementedError
+    if len(grids) != len(scale_ranges):
+        raise ValueError(
+            f"build_part_targets: {len(grids)} grids but {len(scale_ranges)} scale ranges"
+        )
+    parts = instances.parts
+    on_level = level_assignment(parts.boxes, scale_ranges)  # (L, M)
+    labels, pos_batch, pos_level, pos_cell, pos_instance = [], [], [], [], []
+    # A Python loop over the (five) FPN levels only; all instances and cells of a level
+    # are handled at once.
+    for level, grid in enumerate(grids):
+        _, regions = center_region_cells(
+            parts.centers, parts.boxes, grid, instances.image_size, epsilon
+        )
+        # Instances off this level get an empty region (x0 > x1) and cover no cell.
+        regions = torch.where(on_level[level, :, None], regions, _EMPTY_REGION.to(regions))
+        owner = assign_cells(regions, parts.batch_idx, parts.areas, instances.batch_size, grid)
+        has_owner = owner >= 0
+        # Index with owner + 1 into the labels prefixed by a background 0: no branch for
+        # cells without owner or batches without parts.
+        labels.append(torch.cat([parts.labels.new_zeros(1), parts.labels])[owner + 1])
+        b, y, x = has_owner.nonzero(as_tuple=True)
+        pos_batch.append(b)
+        pos_level.append(torch.full_like(b, level))
+        pos_cell.append(y * grid + x)
+        pos_instance.append(owner[b, y, x])
+    pos_instance_all = torch.cat(pos_instance)
+    return PartTargets(
+        labels=labels,
+        pos_batch=torch.cat(pos_batch),
+        pos_level=torch.cat(pos_level),
+        pos_cell=torch.cat(pos_cell),
+        pos_instance=pos_instance_all,
+        mask_targets=parts.masks[pos_instance_all],
+        num_pos=torch.tensor(pos_instance_all.numel(), device=pos_instance_all.device),
+    )
+
+
+_EMPTY_REGION = torch.tensor([1, 1, 0, 0])
