@@ -316,6 +316,7 @@ def test_parts_present_matches_loop():
     assert np.array_equal(got, want)
     with pytest.raises(ValueError, match="exceeds num_part_classes"):
         vis.parts_present(maps, 3)
+    assert vis.parts_present(np.zeros((0, 6, 7), np.uint8), 7).shape == (0, 7)
 
 
 def test_part_class_heatmap_max_over_levels():
@@ -328,3 +329,12 @@ def test_part_class_heatmap_max_over_levels():
     assert out.shape == (4, 4)
     assert out[0, 3] == pytest.approx(0.8) and out[1, 2] == pytest.approx(0.8)
     assert out[3, 0] == pytest.approx(0.6) and out[2, 1] == 0.0
+
+
+def test_no_person_inputs():
+    canvas = np.zeros((20, 20, 3), np.uint8)
+    out = vis.draw_offsets(canvas, np.zeros((0, 2)), np.zeros((0, 58, 2)), 5)
+    assert np.array_equal(out, canvas)
+    empty = np.zeros((0, 20, 20), np.uint8)
+    assert np.array_equal(vis.overlay_parsing(canvas, empty), canvas)
+    assert (vis.colorize_part_instances(empty) == 0).all()

@@ -540,7 +540,9 @@ def parts_present(person_maps: Any, num_part_classes: int) -> np.ndarray:
     if maps.size and maps.max() > num_part_classes:
         raise ValueError(f"class id {int(maps.max())} exceeds num_part_classes={num_part_classes}")
     # One bincount over (person, class) pairs for all persons at once.
-    keys = maps.reshape(num_persons, -1) + np.arange(num_persons)[:, None] * (num_part_classes + 1)
+    keys = maps.reshape(num_persons, maps.shape[1] * maps.shape[2]) + np.arange(num_persons)[
+        :, None
+    ] * (num_part_classes + 1)
     counts = np.bincount(keys.ravel(), minlength=num_persons * (num_part_classes + 1))
     return counts.reshape(num_persons, num_part_classes + 1)[:, 1:] > 0
 
