@@ -11,6 +11,22 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 
+def finite_offsets(offset: Tensor) -> Tensor:
+    """Replace NaN/inf sampling offsets by 0.
+
+    ``torchvision.ops.deform_conv2d`` turns a NaN offset into an out-of-bounds memory read
+    (a segfault on CPU), so a NaN input image must not reach it with NaN offsets; the NaN
+    still propagates through the sampled features, and the decoder drops it.
+
+    Args:
+        offset: any shape.
+
+    Returns:
+        Same shape and dtype, every non-finite entry 0.
+    """
+    return torch.nan_to_num(offset, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 class ModulatedDeformConv2d(nn.Module):
     """3x3 (or k x k) DCNv2: a plain conv predicts per-pixel offsets and a modulation mask.
 
@@ -104,6 +120,7 @@ class ModulatedDeformConv2d(nn.Module):
         out = self.conv_offset(x)
         n_off = 2 * self.offset_groups * self.weight.shape[-1] * self.weight.shape[-2]
         offset, mask = out[:, :n_off], out[:, n_off:].sigmoid()
+        offset = finite_offsets(offset)
         # torchvision's deform_conv2d kernel has no channels_last / half path: run it
         # contiguous and in the offsets' dtype to stay AMP-safe.
         x = x.contiguous()

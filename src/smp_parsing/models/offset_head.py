@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
 from smp_parsing.models.coordconv import add_coord_channels
+from smp_parsing.models.dcn import finite_offsets
 from smp_parsing.models.layers import init_conv_normal
 
 
@@ -82,7 +83,7 @@ class GroupedAdaptBlock(nn.Module):
         Returns:
             ``(B, G * c, S, S)``.
         """
-        offsets = self.deform_offsets(x).to(x.dtype)
+        offsets = finite_offsets(self.deform_offsets(x)).to(x.dtype)
         xc = x.contiguous()
         # weight groups = offset groups = G: branch g only reads channels of group g.
         out = deform_conv2d(xc, offsets.contiguous(), self.weight.to(x.dtype), padding=(1, 1))

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from smp_parsing.models.dcn import finite_offsets
+
 
 class RefinedFeatureRetain(nn.Module):
     """Mask-attention guided deformable warp of the part-category feature.
@@ -81,6 +83,7 @@ class RefinedFeatureRetain(nn.Module):
         refined = refined.view(b, c, h, w).to(cate_feat.dtype)
         off_mask = self.offset_conv(refined)
         offset, mask = off_mask[:, :18], off_mask[:, 18:].sigmoid()
+        offset = finite_offsets(offset)
         x = cate_feat.contiguous()
         warped = deform_conv2d(
             x,

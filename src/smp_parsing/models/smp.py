@@ -445,11 +445,11 @@ def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
     parts = inst.parts
     h, w = int(size[0]), int(size[1])
     sem = torch.zeros((inst.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
-    if len(parts) == 0:
+    m = parts.labels.numel()
+    if m == 0:
         return sem.view(-1, h, w)
-    masks = parts.masks[:, :h, :w].reshape(len(parts), -1)
-    values = masks.long() * parts.labels[:, None]
-    sem.index_reduce_(0, parts.batch_idx, values, "amax")
+    values = parts.masks[:, :h, :w].reshape(m, -1).long() * parts.labels[:, None]
+    sem.scatter_reduce_(0, parts.batch_idx[:, None].expand(-1, h * w), values, "amax")
     return sem.view(-1, h, w)
 
 
