@@ -1,0 +1,156 @@
+"""decode_parsing on hand-built outputs: humans, parts, distance weighting, filters,
+resizing, empty and NaN inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from smp_parsing.models.decode import decode_parsing
+from smp_parsing.models.outputs import SMPOutputs
+
+GRID = 8  # center grid and the single part level
+C_P = 3
+STRIDES = (8,)
+META = {"img_size": (64, 64), "ori_size": (64, 64), "pad_size": (64, 64)}
+HUMAN_A, HUMAN_B = (2, 3), (6, 3)  # (x, y) cells
+A_HEAD, A_BODY, B_HEAD, DECOY = (2, 1), (2, 5), (6, 1), (4, 2)
+
+
+def two_people(logit: float = 10.0) -> SMPOutputs:
+    """Human A (head class 0 and body class 1) and human B (head class 0), plus a decoy
+    class-0 cell between them whose kernel would paint B's head."""
+    center = torch.full((1, 1, GRID, GRID), -logit)
+    center[0, 0, HUMAN_A[1], HUMAN_A[0]] = 5.0
+    center[0, 0, HUMAN_B[1], HUMAN_B[0]] = 6.0
+    offsets = torch.zeros(1, C_P, 2, GRID, GRID)
+    for human, part, cls in ((HUMAN_A, A_HEAD, 0), (HUMAN_A, A_BODY, 1), (HUMAN_B, B_HEAD, 0)):
+        offsets[0, cls, :, human[1], human[0]] = torch.tensor(
+            [human[0] - part[0], human[1] - part[1]], dtype=torch.float32
+        )
+    cate = torch.full((1, C_P, GRID, GRID), -logit)
+    for part, cls in ((A_HEAD, 0), (A_BODY, 1), (B_HEAD, 0), (DECOY, 0)):
+        cate[0, cls, part[1], part[0]] = logit
+    # F_mask channels: A's head block, A's body block, B's head block, constant
+    mask_feat = torch.zeros(1, 4, 16, 16)
+    mask_feat[0, 0, 0:4, 2:6] = 1
+    mask_feat[0, 1, 4:12, 2:6] = 1
+    mask_feat[0, 2, 0:4, 10:14] = 1
+    mask_feat[0, 3] = 1
+    kernels = torch.zeros(1, 4, GRID, GRID)
+    for part, channel in ((A_HEAD, 0), (A_BODY, 1), (B_HEAD, 2), (DECOY, 2)):
+        kernels[0, channel, part[1], part[0]] = 2 * logit
+        kernels[0, 3, part[1], part[0]] = -logit
+    return SMPOutputs(
+        center=center, offsets=offsets, cate=[cate], kernels=[kernels], mask_feat=mask_feat
+    )
+
+
+def expected_maps() -> torch.Tensor:
+    b = torch.zeros(64, 64, dtype=torch.uint8)
+    b[0:16, 40:56] = 1
+    a = torch.zeros(64, 64, dtype=torch.uint8)
+    a[0:16, 8:24] = 1
+    a[16:48, 8:24] = 2
+    return torch.stack([b, a])
+
+
+def same_up_to_corners(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Bilinear upsampling rounds the 4 corners of each rectangle (SOLO-style)."""
+    return (got != want).sum() <= 4 * 3
+
+
+def test_decode_two_people_with_intermediates():
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, return_intermediates=True)
+    torch.testing.assert_close(
+        pred["scores"], torch.tensor([1 / (1 + math.exp(-6)), 1 / (1 + math.exp(-5))])
+    )
+    assert pred["parsing"].dtype == torch.uint8 and pred["parsing"].shape == (2, 64, 64)
+    assert same_up_to_corners(pred["parsing"], expected_maps())
+    assert pred["centers"].tolist() == [list(map(float, HUMAN_B)), list(map(float, HUMAN_A))]
+    assert pred["part_centers"].shape == (2, C_P, 2)
+    assert pred["part_centers"][1, 1].tolist() == list(map(float, A_BODY))
+    assert pred["center_heatmap"].shape == (GRID, GRID)
+    assert pred["offsets"].shape == (C_P, 2, GRID, GRID)
+
+
+def test_decode_without_intermediates_has_only_parsing_and_scores():
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES)
+    assert set(pred) == {"parsing", "scores"}
+
+
+def test_decode_thresholds_and_max_humans():
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, max_humans=1)
+    assert len(pred["scores"]) == 1 and pred["parsing"][0].max() == 1  # B, the best center
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, ctr_score_thr=0.998)
+    assert len(pred["scores"]) == 0 and pred["parsing"].shape == (0, 64, 64)
+    # parts scored 1 - 4.5e-5 are all rejected by a threshold above that
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, cate_score_thr=0.99999)
+    assert len(pred["scores"]) == 0
+
+
+def test_decode_area_filter_drops_tiny_masks():
+    outputs = two_people()
+    outputs.mask_feat[0, 1] = 0
+    outputs.mask_feat[0, 1, 4:6, 2:6] = 1  # A's body mask: 8 cells at stride 4 <= stride 8
+    (pred,) = decode_parsing(outputs, [META], strides=STRIDES)
+    assert pred["parsing"][1].unique().tolist() == [0, 1]  # body dropped, head kept
+
+
+def test_decode_crops_padding_and_resizes_to_original():
+    meta = {"img_size": (48, 64), "ori_size": (96, 128), "pad_size": (64, 64)}
+    (pred,) = decode_parsing(two_people(), [meta], strides=STRIDES)
+    assert pred["parsing"].shape == (2, 96, 128)
+    want = torch.nn.functional.interpolate(
+        expected_maps()[:, None, :48].float(), size=(96, 128), mode="nearest-exact"
+    )[:, 0]
+    assert (pred["parsing"] != want).float().mean() < 0.01
+
+
+def test_decode_empty_and_half_empty_batch():
+    full = two_people()
+    empty = SMPOutputs(
+        center=torch.full_like(full.center, -10.0),
+        offsets=torch.zeros_like(full.offsets),
+        cate=[torch.full_like(full.cate[0], -10.0)],
+        kernels=[torch.zeros_like(full.kernels[0])],
+        mask_feat=torch.zeros_like(full.mask_feat),
+    )
+    batch = SMPOutputs(
+        center=torch.cat([empty.center, full.center]),
+        offsets=torch.cat([empty.offsets, full.offsets]),
+        cate=[torch.cat([empty.cate[0], full.cate[0]])],
+        kernels=[torch.cat([empty.kernels[0], full.kernels[0]])],
+        mask_feat=torch.cat([empty.mask_feat, full.mask_feat]),
+    )
+    preds = decode_parsing(batch, [META, META], strides=STRIDES, return_intermediates=True)
+    assert preds[0]["parsing"].shape == (0, 64, 64) and preds[0]["scores"].shape == (0,)
+    assert preds[0]["centers"].shape == (0, 2) and preds[0]["part_centers"].shape == (0, C_P, 2)
+    assert len(preds[1]["scores"]) == 2
+    assert same_up_to_corners(preds[1]["parsing"], expected_maps())
+
+
+@pytest.mark.parametrize("field", ["all", "center", "offsets", "cate", "kernels", "mask_feat"])
+def test_decode_nan_gives_no_garbage(field):
+    outputs = two_people()
+    names = ["center", "offsets", "cate", "kernels", "mask_feat"] if field == "all" else [field]
+    for name in names:
+        value = getattr(outputs, name)
+        if isinstance(value, list):
+            setattr(outputs, name, [torch.full_like(v, float("nan")) for v in value])
+        else:
+            setattr(outputs, name, torch.full_like(value, float("nan")))
+    (pred,) = decode_parsing(outputs, [META], strides=STRIDES)
+    # whatever survives is finite and a real person map; NaN centers/parts/masks give none
+    assert torch.isfinite(pred["scores"]).all()
+    assert len(pred["scores"]) == 0
+    assert pred["parsing"].shape == (0, 64, 64)
+
+
+def test_decode_rejects_mismatched_metas():
+    with pytest.raises(ValueError, match="metas"):
+        decode_parsing(two_people(), [META, META], strides=STRIDES)
+    with pytest.raises(ValueError, match="strides"):
+        decode_parsing(two_people(), [META], strides=(8, 8))
