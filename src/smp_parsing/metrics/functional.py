@@ -37,7 +37,7 @@ Conventions (where the official code is silent or wrong, see the spec's edge cas
 
 Implementation notes (speed). Person maps are mostly background, so the per-image work skips
 all-background runs of 8 pixels by viewing each ``uint8`` map as ``int64`` words: only words with a
-non-zero byte are expanded (``_nonzero_bytes``). All prediction/GT pairs of an image are handled at
+non-zero byte are expanded (:class:`~smp_parsing.metrics.sparse_maps.SparseMaps`). All prediction/GT pairs of an image are handled at
 once: the pixels where a prediction word and a GT word are both non-zero are gathered for every
 (pred, GT) pair in one go and a single ``bincount`` over (pair, class) gives every pair's per-class
 intersection; the background intersection follows from the foreground counts.
@@ -53,13 +53,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smp_parsing.metrics.sparse_maps import BYTES_PER_WORD, SparseMaps, word_bytes
+
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(k / 10 for k in range(1, 10))
 """IoU thresholds of AP^p_vol and PCP: 0.1, 0.2, ..., 0.9 (each the nearest double to k/10)."""
 
 PAIR_SCORE_TOLERANCE = 1e-12
 """Pair scores closer than this are equal (floating-point summation noise is ~1e-16)."""
-
-_BYTES_PER_WORD = 8  # an int64 word covers 8 uint8 pixels
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,8 @@ def _check_num_classes(num_classes: int) -> None:
 def _as_class_maps(maps: Tensor, num_classes: int, what: str, where: str) -> Tensor:
     """Check an ``N x H x W`` integer map stack and return it as contiguous uint8.
 
+    The range of uint8 maps is checked later on their non-zero words (cheaper than a full scan).
+
     Raises:
         ValueError: for a wrong rank, a non-integer dtype or a class id outside ``0..C-1``.
     """
@@ -131,104 +133,41 @@ def _as_class_maps(maps: Tensor, num_classes: int, what: str, where: str) -> Ten
         raise ValueError(f"{where}: {what} must be N x H x W, got shape {tuple(maps.shape)}")
     if maps.dtype == torch.bool or maps.is_floating_point() or maps.is_complex():
         raise ValueError(f"{where}: {what} must hold integer class ids, got dtype {maps.dtype}")
-    if maps.numel() == 0:
-        return maps.to(torch.uint8).contiguous()
-    low, high = torch.aminmax(maps)
-    if int(low) < 0 or int(high) >= num_classes:
-        raise ValueError(
-            f"{where}: {what} holds class id {int(low) if int(low) < 0 else int(high)}, "
-            f"outside 0..{num_classes - 1}"
-        )
+    if maps.dtype != torch.uint8 and maps.numel():
+        low, high = torch.aminmax(maps)
+        if int(low) < 0:
+            raise ValueError(
+                f"{where}: {what} holds class id {int(low)}, outside 0..{num_classes - 1}"
+            )
+        _check_range(int(high), num_classes, what, where)
     return maps.to(torch.uint8).contiguous()
 
 
-def _as_words(maps: Tensor) -> Tensor:
-    """View ``N x L`` uint8 maps as ``N x ceil(L / 8)`` int64 words (zero-padded when needed)."""
-    length = maps.shape[1]
-    pad = -length % _BYTES_PER_WORD
-    if pad or maps.storage_offset() % _BYTES_PER_WORD or not maps.is_contiguous():
-        padded = maps.new_zeros((maps.shape[0], length + pad))
-        padded[:, :length] = maps
-        maps = padded
-    return maps.view(torch.int64)
+def _check_range(high: int, num_classes: int, what: str, where: str) -> None:
+    if high >= num_classes:
+        raise ValueError(f"{where}: {what} holds class id {high}, outside 0..{num_classes - 1}")
 
 
-def _word_bytes(words: Tensor) -> Tensor:
-    """``(K,)`` int64 words -> ``K x 8`` uint8 bytes, byte j of word w being pixel ``8 w + j``."""
-    return words.contiguous().view(torch.uint8).view(-1, _BYTES_PER_WORD)
-
-
-def _nonzero_bytes(words: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixels of every word that holds a non-zero byte.
-
-    Args:
-        words: ``N x L8`` int64 words of ``N`` uint8 maps.
-
-    Returns:
-        ``row``, ``pixel``, ``value``: ``(8K,)`` int64 each, for the 8 pixels of each of the ``K``
-        non-zero words (their background bytes included, value 0).
-    """
-    row, word = torch.nonzero(words, as_tuple=True)
-    values = _word_bytes(words[row, word]).long()
-    offsets = torch.arange(_BYTES_PER_WORD, device=words.device)
-    pixel = word[:, None] * _BYTES_PER_WORD + offsets
-    return row.repeat_interleave(_BYTES_PER_WORD), pixel.reshape(-1), values.reshape(-1)
-
-
-def _class_histograms(row: Tensor, value: Tensor, num_maps: int, area: int, num_classes: int):
-    """``num_maps x C`` pixel count per class from the non-zero-word pixels of each map.
-
-    Background is ``area`` minus the foreground: the skipped all-zero words (and the padding) are
-    background, so only foreground counts need the pixels.
-    """
-    hist = torch.bincount(row * num_classes + value, minlength=num_maps * num_classes)
-    hist = hist.view(num_maps, num_classes)
-    hist[:, 0] = area - hist[:, 1:].sum(1)
-    return hist
-
-
-def pair_class_iou(pred: Tensor, gt: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class IoU of every (prediction, GT person) pair of one image, all pairs at once.
-
-    Args:
-        pred: ``P x H x W`` uint8 predicted person maps (already validated).
-        gt: ``G x H x W`` uint8 GT person maps (same size).
-        num_classes: C, background included.
-
-    Returns:
-        ``class_iou``: ``P x G x C`` float64, IoU_c of each pair, NaN where class c is in neither
-        map; ``gt_hist``: ``G x C`` int64 pixel count per class of each GT map.
-    """
-    num_pred, num_gt = pred.shape[0], gt.shape[0]
-    area = pred.shape[1] * pred.shape[2]
+def _pair_class_iou(
+    pred: SparseMaps, gt: SparseMaps, pred_hist: Tensor, gt_hist: Tensor, num_classes: int
+) -> Tensor:
+    """``P x G x C`` per-class IoU of every pair from the sparse maps (see :func:`pair_class_iou`)."""
+    num_pred, num_gt = pred.num_maps, gt.num_maps
     c = num_classes
-    pred_words = _as_words(pred.reshape(num_pred, area))
-    gt_words = _as_words(gt.reshape(num_gt, area))
-
-    pred_row, pred_word = torch.nonzero(pred_words, as_tuple=True)
-    pred_word_values = pred_words[pred_row, pred_word]
-    pred_hist = _class_histograms(
-        pred_row.repeat_interleave(_BYTES_PER_WORD),
-        _word_bytes(pred_word_values).long().reshape(-1),
-        num_pred,
-        area,
-        c,
-    )
-    gt_row, _, gt_value = _nonzero_bytes(gt_words)
-    gt_hist = _class_histograms(gt_row, gt_value, num_gt, area, c)
-
-    # Words where a prediction and a GT are both non-zero, for every pair: (prediction word f, GT g).
-    gt_at_pred_words = gt_words[:, pred_word]  # G x F
+    area = pred.area
+    # Words where a prediction and a GT are both non-zero, for every pair: GT g at prediction word f.
+    gt_at_pred_words = torch.index_select(gt.words, 1, pred.word)  # G x F
     pair_gt, pair_word = torch.nonzero(gt_at_pred_words, as_tuple=True)
-    pred_bytes = _word_bytes(pred_word_values[pair_word])  # K x 8
-    gt_bytes = _word_bytes(gt_at_pred_words[pair_gt, pair_word])  # K x 8
+    flat = pair_gt * pred.word.numel() + pair_word
+    gt_bytes = word_bytes(torch.index_select(gt_at_pred_words.view(-1), 0, flat))  # K x 8
+    pred_bytes = word_bytes(torch.index_select(pred.values, 0, pair_word))  # K x 8
     both_fg = (pred_bytes > 0) & (gt_bytes > 0)
-    # Slot per pixel: the class when both maps agree on a part, C when both are foreground but
+    # Slot of each pixel: its class when both maps agree on a part, C when both are foreground but
     # disagree, C + 1 (discarded) when either is background.
-    slot = torch.where(both_fg, gt_bytes.long(), c + 1)
-    slot = torch.where(both_fg & (pred_bytes != gt_bytes), c, slot)
-    pair = pred_row[pair_word] * num_gt + pair_gt
-    code = pair[:, None] * (c + 2) + slot
+    slot = torch.where(pred_bytes == gt_bytes, gt_bytes.long(), c)
+    slot = torch.where(both_fg, slot, c + 1)
+    pair = torch.index_select(pred.row, 0, pair_word) * num_gt + pair_gt
+    code = (pair * (c + 2))[:, None] + slot
     counts = torch.bincount(code.reshape(-1), minlength=num_pred * num_gt * (c + 2))
     counts = counts.view(num_pred, num_gt, c + 2)
 
@@ -239,14 +178,42 @@ def pair_class_iou(pred: Tensor, gt: Tensor, num_classes: int) -> tuple[Tensor, 
     # Background agrees wherever neither map is foreground (inclusion-exclusion).
     intersection[..., 0] = area - fg_pred[:, None] - fg_gt[None, :] + both_foreground
     union = pred_hist[:, None, :] + gt_hist[None, :, :] - intersection
-    class_iou = intersection.double() / union.double()  # 0/0 = NaN for absent classes
-    return class_iou, gt_hist
+    return intersection.double() / union.double()  # 0/0 = NaN for classes in neither map
+
+
+def pair_class_iou(pred: Tensor, gt: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class IoU of every (prediction, GT person) pair of one image, all pairs at once.
+
+    Per pair this is the IoU vector of the pair's CxC confusion over the whole image; here the
+    part intersections of all pairs come from one ``bincount`` over (pair, class) of the pixels
+    where both maps are foreground, and the background intersection from the foreground counts.
+
+    Args:
+        pred: ``P x H x W`` uint8 predicted person maps (values below C).
+        gt: ``G x H x W`` uint8 GT person maps (same size).
+        num_classes: C, background included.
+
+    Returns:
+        ``class_iou``: ``P x G x C`` float64, IoU_c of each pair, NaN where class c is in neither
+        map; ``gt_hist``: ``G x C`` int64 pixel count per class of each GT map.
+    """
+    pred_maps, gt_maps = SparseMaps.from_maps(pred), SparseMaps.from_maps(gt)
+    pred_hist, gt_hist = pred_maps.histograms(num_classes), gt_maps.histograms(num_classes)
+    return _pair_class_iou(pred_maps, gt_maps, pred_hist, gt_hist, num_classes), gt_hist
 
 
 def pair_scores(class_iou: Tensor) -> Tensor:
     """Pair score (``nanmean`` of the per-class IoU): ``P x G x C`` -> ``P x G`` float64."""
     present = ~torch.isnan(class_iou)
     return class_iou.nan_to_num(0.0).sum(-1) / present.sum(-1)
+
+
+def _visiting_rank(scores: Tensor) -> Tensor:
+    """``(P,)`` rank of each prediction in the visiting order (descending score, then index)."""
+    order = torch.sort(-scores.double(), stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank
 
 
 def match_image(
@@ -273,11 +240,7 @@ def match_image(
         empty = torch.zeros(num_pred, num_thr, dtype=torch.bool, device=device)
         return empty, torch.zeros(num_pred, num_thr, dtype=torch.float64, device=device)
 
-    # Visiting order inside the image: descending score, ties by prediction index.
-    order = torch.sort(-scores.double(), stable=True).indices
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(num_pred, device=device)
-
+    rank = _visiting_rank(scores)
     mean_iou = pair_scores(class_iou)  # P x G
     ovmax = mean_iou.max(1).values
     # First GT whose pair score equals the best (within the summation noise).
@@ -299,6 +262,42 @@ def match_image(
     return true_positive, pcp
 
 
+def _semantic_confusion(
+    pred: SparseMaps, scores: Tensor, gt: SparseMaps, num_classes: int, score_threshold: float
+) -> Tensor:
+    """``C x C`` semantic confusion from the sparse maps (see :func:`semantic_confusion`)."""
+    c = num_classes
+    device = scores.device
+    padded_area = gt.num_words * BYTES_PER_WORD
+    # Paint by scatter: a pixel keeps the smallest (rank, value) key of the predictions covering it,
+    # the largest (file index, value) key of the GT persons. Keys pack the value in the low byte.
+    rank = _visiting_rank(scores)
+    no_person = pred.num_maps << 8  # low byte 0: decodes to background
+    pred_bytes = pred.bytes().long()
+    painted = (pred_bytes > 0) & (scores >= score_threshold)[pred.row][:, None]
+    pred_key = torch.where(painted, (rank[pred.row] << 8)[:, None] | pred_bytes, no_person)
+    pred_sem = torch.full((padded_area,), no_person, dtype=torch.long, device=device)
+    pred_sem.scatter_reduce_(0, pred.pixels().reshape(-1), pred_key.reshape(-1), "amin")
+    gt_bytes = gt.bytes().long()
+    gt_key = torch.where(gt_bytes > 0, (gt.row << 8)[:, None] | gt_bytes, 0)
+    gt_sem = torch.zeros(padded_area, dtype=torch.long, device=device)
+    gt_sem.scatter_reduce_(0, gt.pixels().reshape(-1), gt_key.reshape(-1), "amax")
+
+    # Only words where some person is foreground can leave the (background, background) cell.
+    active = torch.zeros(gt.num_words, dtype=torch.bool, device=device)
+    active[pred.word] = True
+    active[gt.word] = True
+    active_words = torch.nonzero(active)[:, 0]
+    offsets = torch.arange(BYTES_PER_WORD, device=device)
+    pixel = (active_words[:, None] * BYTES_PER_WORD + offsets).reshape(-1)
+    gt_values = torch.index_select(gt_sem, 0, pixel) & 0xFF
+    pred_values = torch.index_select(pred_sem, 0, pixel) & 0xFF
+    confusion = torch.bincount(gt_values * c + pred_values, minlength=c * c).view(c, c)
+    # The skipped words (and the padding) are background in both maps.
+    confusion[0, 0] = gt.area - (confusion.sum() - confusion[0, 0])
+    return confusion
+
+
 def semantic_confusion(
     pred: Tensor, scores: Tensor, gt: Tensor, num_classes: int, score_threshold: float
 ) -> Tensor:
@@ -309,50 +308,13 @@ def semantic_confusion(
     that later persons win, as the MHP semantic maps are built.
 
     Args:
-        pred: ``P x H x W`` uint8; scores: ``(P,)``; gt: ``G x H x W`` uint8.
+        pred: ``P x H x W`` uint8; scores: ``(P,)``; gt: ``G x H x W`` uint8 (values below C).
         num_classes: C.
         score_threshold: Persons scored below it are not painted.
     """
-    c = num_classes
-    area = gt.shape[1] * gt.shape[2]
-    device = gt.device
-    num_pred = pred.shape[0]
-
-    order = torch.sort(-scores.double(), stable=True).indices
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(num_pred, device=device)
-    keep = scores >= score_threshold
-    pred_row, pred_pixel, pred_value = _nonzero_bytes(_as_words(pred.reshape(num_pred, area)))
-    painted = (pred_value > 0) & keep[pred_row]
-    padded_area = -(-area // _BYTES_PER_WORD) * _BYTES_PER_WORD
-    no_person = num_pred * c
-    pred_key = torch.full((padded_area,), no_person, dtype=torch.long, device=device)
-    pred_key.scatter_reduce_(
-        0, pred_pixel[painted], rank[pred_row[painted]] * c + pred_value[painted], "amin"
+    return _semantic_confusion(
+        SparseMaps.from_maps(pred), scores, SparseMaps.from_maps(gt), num_classes, score_threshold
     )
-    pred_sem = torch.where(pred_key == no_person, 0, pred_key % c)
-
-    gt_row, gt_pixel, gt_value = _nonzero_bytes(_as_words(gt.reshape(gt.shape[0], area)))
-    gt_painted = gt_value > 0
-    gt_key = torch.full((padded_area,), -1, dtype=torch.long, device=device)
-    gt_key.scatter_reduce_(
-        0, gt_pixel[gt_painted], gt_row[gt_painted] * c + gt_value[gt_painted], "amax"
-    )
-    gt_sem = torch.where(gt_key < 0, 0, gt_key % c)
-
-    semantic = torch.stack([gt_sem, pred_sem]).to(torch.uint8)
-    either = torch.nonzero(_any_word(semantic))[:, 0]
-    offsets = torch.arange(_BYTES_PER_WORD, device=device)
-    pixel = (either[:, None] * _BYTES_PER_WORD + offsets).reshape(-1)
-    confusion = torch.bincount(gt_sem[pixel] * c + pred_sem[pixel], minlength=c * c).view(c, c)
-    # The skipped words (and the padding) are background in both maps.
-    confusion[0, 0] = area - (confusion.sum() - confusion[0, 0])
-    return confusion
-
-
-def _any_word(maps: Tensor) -> Tensor:
-    """``N x L`` uint8 (``L`` multiple of 8) -> ``(L / 8,)`` bool: word non-zero in any map."""
-    return (_as_words(maps) != 0).any(0)
 
 
 def image_statistics(
@@ -403,13 +365,21 @@ def image_statistics(
         raise ValueError(f"{where}: scores must be finite, got {scores.tolist()}")
     thr = torch.as_tensor(thresholds, dtype=torch.float64, device=pred.device).reshape(-1)
 
-    area = gt.shape[1] * gt.shape[2]
-    gt_words = _as_words(gt.reshape(gt.shape[0], area))
-    gt = gt[(gt_words != 0).any(1)]  # all-zero GT persons are not GT persons
-    class_iou, gt_hist = pair_class_iou(pred, gt, num_classes)
+    gt_maps = SparseMaps.from_maps(gt)
+    pred_maps = SparseMaps.from_maps(pred)
+    _check_range(gt_maps.max_value(), num_classes, "GT parsing", where)
+    _check_range(pred_maps.max_value(), num_classes, "predicted parsing", where)
+    nonempty = torch.zeros(gt_maps.num_maps, dtype=torch.bool, device=gt.device)
+    nonempty[gt_maps.row] = True
+    if not bool(nonempty.all()):  # all-zero GT persons are not GT persons
+        gt_maps = SparseMaps.from_maps(gt[nonempty])
+    gt_hist = gt_maps.histograms(num_classes)
+    class_iou = _pair_class_iou(
+        pred_maps, gt_maps, pred_maps.histograms(num_classes), gt_hist, num_classes
+    )
     true_positive, pcp = match_image(scores, class_iou, gt_hist, thr)
-    confusion = semantic_confusion(pred, scores, gt, num_classes, score_threshold_miou)
-    return ImageStatistics(scores, true_positive, pcp, gt.shape[0], confusion)
+    confusion = _semantic_confusion(pred_maps, scores, gt_maps, num_classes, score_threshold_miou)
+    return ImageStatistics(scores, true_positive, pcp, gt_maps.num_maps, confusion)
 
 
 def global_order(scores: Tensor, image_keys: Tensor) -> Tensor:
