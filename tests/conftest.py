@@ -11,7 +11,163 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "smp_parsing_mpl"))
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
+import pytest
 import torch
 
 # Two cores on the reference machine: keep intra-op threads modest so tests are stable.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+# --------------------------------------------------------------------------------------------
+# Experiment framework (train / evaluate / predict / sweeps): tiny configs shared by its tests.
+# --------------------------------------------------------------------------------------------
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+# Narrow heads, small grids and an untrained ResNet-18: the network code paths of the paper model
+# at a size that trains a step in well under a second on 2 cores.
+TINY_NET_OVERRIDES = [
+    "model.net.backbone.depth=18",
+    "model.net.backbone.pretrained=none",
+    "model.net.fpn_channels=32",
+    "model.net.kernel_channels=16",
+    "model.net.num_grids=[12,10,8,6,4]",
+    "model.net.center_grid=12",
+    "model.net.mask_feature.feat_channels=16",
+    "model.net.mask_feature.num_groups=8",
+    "model.net.part_head.tower_width=32",
+    "model.net.part_head.num_convs=1",
+    "model.net.part_head.num_groups=8",
+    "model.net.center_head.tower_width=32",
+    "model.net.center_head.fusion_channels=32",
+    "model.net.center_head.num_convs=1",
+    "model.net.center_head.num_groups=8",
+    "model.net.rfr_module.num_groups=8",
+    "model.net.mir_head.feat_channels=16",
+    "model.net.mir_head.num_convs=1",
+    "model.net.mir_head.fc_channels=32",
+    "model.net.mir_head.num_groups=8",
+]
+
+
+def tiny_net_config(num_classes: int = 59, **changes):
+    """The network config of ``conf/model/net/smp.yaml`` shrunk as in ``TINY_NET_OVERRIDES``."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(os.path.join(CONF_DIR, "model", "net", "smp.yaml"))
+    cfg.backbone = OmegaConf.load(os.path.join(CONF_DIR, "backbone", "r18.yaml"))
+    cfg.num_classes = num_classes
+    for item in TINY_NET_OVERRIDES:
+        key, value = item.split("=", 1)
+        # parse the value as YAML, as Hydra does for command-line overrides
+        OmegaConf.update(cfg, key.removeprefix("model.net."), OmegaConf.create(f"v: {value}").v)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+TINY_TRAINER_OVERRIDES = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "logger=csv",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+    "extras.print_config=false",
+    "test=false",
+]
+
+
+def tiny_data_overrides(synthetic_root) -> list[str]:
+    """A 4 + 2 image synthetic MHP set of ~96 px images, read at 64 px, batches of 2."""
+    return [
+        "data=synthetic",
+        f"data.data_dir={synthetic_root}",
+        *TINY_DATA_COMMON,
+        "data.num_train=4",
+        "data.num_val=2",
+        "data.generator.size=96",
+        "data.generator.max_persons=3",
+        "data.generator.scale_range=[0.5,0.95]",
+    ]
+
+
+# Sizes and loader settings that apply to any data set config (mhp, densepose, synthetic).
+TINY_DATA_COMMON = [
+    "data.train_transforms.resize.short_sides=[64]",
+    "data.train_transforms.resize.max_long_side=96",
+    "data.test_transforms.resize.short_sides=[64]",
+    "data.test_transforms.resize.max_long_side=96",
+    "data.batch_size=2",
+    "data.eval_batch_size=2",
+    "data.num_workers=0",
+    "data.pin_memory=false",
+    "data.persistent_workers=false",
+]
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir):
+    """Compose ``conf/<config_name>.yaml`` as ``@hydra.main`` would, with the run in ``output_dir``.
+
+    The Hydra runtime config is registered too, so ``${hydra:...}`` interpolations resolve and the
+    entry points can be called as plain functions (``train(cfg)``).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import smp_parsing.utils  # noqa: F401  (resolvers)
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        cfg.paths.data_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The tiny synthetic MHP set, generated once per test session (MHP v2 layout on disk)."""
+    import hydra
+
+    root = tmp_path_factory.mktemp("synthetic_mhp")
+    cfg = compose_config("train", tiny_data_overrides(root / "data"), root)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    return root / "data"
+
+
+def tiny_train_overrides(synthetic_root, *extra: str) -> list[str]:
+    """``experiment=synthetic`` shrunk to a couple of steps on the tiny set."""
+    return [
+        "experiment=synthetic",
+        *TINY_NET_OVERRIDES,
+        *tiny_data_overrides(synthetic_root),
+        *TINY_TRAINER_OVERRIDES,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_root, tmp_path_factory):
+    """One tiny training run (2 steps + validation), shared by the evaluate/predict/DDP tests.
+
+    Returns:
+        The run directory (holds ``checkpoints/last.ckpt`` and ``metrics.json``).
+    """
+    from smp_parsing.train import train
+
+    run_dir = tmp_path_factory.mktemp("trained_run")
+    train(compose_config("train", tiny_train_overrides(synthetic_root), run_dir))
+    return run_dir

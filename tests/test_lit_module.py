@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
+
+import hydra
+import lightning.pytorch as pl
 import pytest
 import torch
 
+from conftest import tiny_net_config
+from smp_parsing.lit_module import SMPLitModule
+from smp_parsing.metrics import ParsingMetrics
+from smp_parsing.utils.callbacks import NonFiniteLossError, NonFiniteLossGuard
 from smp_parsing.utils.lr_schedule import WarmupMultiStepLR, warmup_multistep_factor
 
 
@@ -58,3 +67,121 @@ def test_scheduler_rejects_bad_arguments() -> None:
         WarmupMultiStepLR(opt, steps_per_epoch=0)
     with pytest.raises(ValueError, match="milestones"):
         WarmupMultiStepLR(opt, steps_per_epoch=1, milestones=[11, 8])
+
+
+# --------------------------------------------------------------------------------------------
+# The module around the real SMP network (tiny widths), on hand-made batches.
+# --------------------------------------------------------------------------------------------
+
+SIZE = 64
+
+
+def make_module(stage: str = "main", mir: bool = False, batch_size: int = 2) -> SMPLitModule:
+    torch.manual_seed(0)
+    net = hydra.utils.instantiate(tiny_net_config(mir=mir))
+    return SMPLitModule(
+        net=net,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.02, momentum=0.9, weight_decay=1e-4),
+        scheduler=functools.partial(WarmupMultiStepLR, warmup_iters=5, milestones=[1]),
+        metrics=functools.partial(ParsingMetrics, num_classes=59),
+        batch_size=batch_size,
+        stage=stage,
+    )
+
+
+def make_batch(train: bool = True) -> dict:
+    """Two images: one with two persons (face/hair/t-shirt/pants parts), one with nobody."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, SIZE, SIZE, generator=g)
+    p0 = torch.zeros(2, SIZE, SIZE, dtype=torch.uint8)
+    p0[0, 4:12, 6:16] = 3
+    p0[0, 12:36, 4:18] = 12
+    p0[0, 36:60, 4:18] = 17
+    p0[1, 8:40, 36:56] = 12
+    p0[1, 40:62, 36:56] = 17
+    p1 = torch.zeros(0, SIZE, SIZE, dtype=torch.uint8)
+    meta = {"ori_size": (SIZE, SIZE), "img_size": (SIZE, SIZE), "pad_size": (SIZE, SIZE),
+            "scale": (1.0, 1.0), "flipped": False, "dataset": "synthetic"}  # fmt: skip
+    return {"images": images, "parsing": [p0, p1], "image_ids": ["a", "b"], "metas": [meta, meta]}
+
+
+def test_training_step_returns_the_summed_loss_and_keeps_terms() -> None:
+    module = make_module()
+    loss = module.training_step(make_batch(), 0)
+    terms = module.last_loss_terms
+    assert set(terms) == {"loss", "loss_center", "loss_part", "loss_mask", "loss_offset"}
+    assert torch.isfinite(loss) and loss.requires_grad
+    parts = sum(v for k, v in terms.items() if k != "loss")
+    assert loss.detach() == pytest.approx(float(parts), rel=1e-5)
+
+
+def test_mir_stage_trains_only_mir_on_loss_mir() -> None:
+    module = make_module(stage="mir", mir=True)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("net.mir_head.") for n in trainable)
+    module.train()
+    assert not module.net.backbone.training and module.net.mir_head.training
+    loss = module.training_step(make_batch(), 0)
+    assert torch.equal(loss.detach(), module.last_loss_terms["loss_mir"])
+    loss.backward()
+    assert all(p.grad is None for n, p in module.named_parameters() if n not in trainable)
+
+
+def test_mir_stage_without_mir_module_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="enable MIR"):
+        make_module(stage="mir", mir=False)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        make_module(stage="bogus")
+
+
+def test_lr_is_scaled_to_the_real_total_batch() -> None:
+    module = make_module(batch_size=4)
+    # 2 devices x 4 images x 2 accumulation = 16 images per step: half the paper's 32.
+    module._trainer = SimpleNamespace(world_size=2, accumulate_grad_batches=2,
+                                      estimated_stepping_batches=100, num_training_batches=20)  # fmt: skip
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    assert sched.base_lrs[0] == pytest.approx(0.01)
+    assert sched.steps_per_epoch == 10  # 20 batches / 2 accumulation
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01 * 0.02)  # warmup starts at 2 %
+    assert opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_validation_feeds_the_metric_and_tracks_the_best() -> None:
+    module = make_module().eval()
+    batch = make_batch(train=False)
+    with torch.no_grad():
+        preds = module.validation_step(batch, 0)
+    assert len(preds) == 2 and all(p["parsing"].shape[-2:] == (SIZE, SIZE) for p in preds)
+    values = module.val_metrics.compute()
+    assert {"APp50", "APpvol", "PCP50", "mIoU"} <= set(values)
+    assert module._infer_images == 2 and module._infer_seconds > 0
+    # separate objects per stage: the test metric saw nothing
+    assert module.test_metrics is not module.val_metrics
+    assert int(module.test_metrics.num_gt) == 0 and int(module.val_metrics.num_gt) == 2
+
+
+def test_nonfinite_loss_stops_before_the_step_naming_step_and_terms(tmp_path) -> None:
+    module = make_module()
+    real_loss = module.net.loss
+
+    def poisoned(outputs, parsing):
+        losses = real_loss(outputs, parsing)
+        losses["loss_part"] = losses["loss_part"] * float("nan")
+        losses["loss"] = sum(v for k, v in losses.items() if k != "loss")
+        return losses
+
+    module.net.loss = poisoned
+    before = {k: v.detach().clone() for k, v in module.named_parameters()}
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, callbacks=[NonFiniteLossGuard()],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    loader = torch.utils.data.DataLoader([make_batch()], batch_size=None)
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.fit(module, train_dataloaders=loader)
+    msg = str(err.value)
+    assert "global step 0" in msg and "loss_part=nan  <-- non-finite" in msg
+    assert "loss_center=" in msg and "loss_mask=" in msg
+    # no optimiser step happened: every weight is unchanged (BN running stats may move)
+    assert all(torch.equal(before[k], p) for k, p in module.named_parameters())

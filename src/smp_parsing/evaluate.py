@@ -66,7 +66,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("Instantiating datamodule <%s>", cfg.data._target_)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     fallback = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    model = load_lit_module(cfg.ckpt_path, fallback)
+    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False

@@ -62,10 +62,14 @@ class SMPLitModule(LightningModule):
         super().__init__()
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-        # The net is a module (saved in the state dict); its config travels in the checkpoint
-        # through `model_config` (see on_save_checkpoint), so it is not a hyper-parameter here.
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        mir_modules = [str(m) for m in mir_modules]  # not a ListConfig: see below
+        # Only plain values become hyper-parameters, so that checkpoints load with
+        # torch.load(weights_only=True) (Lightning's default). The net's weights are in the state
+        # dict; the factories' settings travel in the checkpoint through `model_config`.
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler", "metrics"])
         self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.val_metrics = metrics()
         self.test_metrics = metrics()
         self.val_appvol_best = MaxMetric()
@@ -117,12 +121,15 @@ class SMPLitModule(LightningModule):
         """Raw head outputs (:class:`~smp_parsing.models.outputs.SMPOutputs`) for ``B x 3 x H x W``."""
         return self.net(images)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> Tensor | None:
         """Forward, targets and losses; logs every term as ``train/<term>``.
 
         Args:
-            batch: ``images`` ``B x 3 x H x W`` and ``parsing`` (list of ``N_i x H x W`` uint8).
+            batch: ``images`` ``B x 3 x H x W`` and ``parsing`` (list of ``N_i x H x W`` uint8);
+                ``None`` when every sample of the batch was skipped as bad (the step is skipped).
         """
+        if batch is None:
+            return None
         images = batch["images"]
         outputs = self.net(images)
         losses: dict[str, Tensor] = self.net.loss(outputs, batch["parsing"])
@@ -148,6 +155,8 @@ class SMPLitModule(LightningModule):
     # -------------------------------------------------------------- evaluation
     def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
         """Decode one batch and feed the metric; accumulates the inference time for FPS."""
+        if batch is None:  # every sample skipped as bad
+            return []
         images = batch["images"]
         if images.is_cuda:
             torch.cuda.synchronize(images.device)
@@ -188,7 +197,8 @@ class SMPLitModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_eval("val", self.val_metrics)
-        if "APpvol" in values:
+        # The running best only means something while fitting (not for `evaluate split=val`).
+        if "APpvol" in values and self.trainer.state.fn == "fit":
             self.val_appvol_best.update(torch.tensor(values["APpvol"]))
             self.log(
                 "val/APpvol_best", self.val_appvol_best.compute(), sync_dist=False, prog_bar=True
@@ -214,7 +224,7 @@ class SMPLitModule(LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("No trainable parameter: check model.stage and model.mir_modules.")
-        optimizer = self.hparams.optimizer(params=params)
+        optimizer = self.optimizer_factory(params=params)
         if self.hparams.scale_lr:
             # Paper: lr 0.02 for 8 GPUs x 4 images; linear scaling rule (Goyal et al., 2017).
             factor = self.total_batch_size() / self.hparams.base_batch_size
@@ -226,9 +236,9 @@ class SMPLitModule(LightningModule):
                 self.hparams.base_batch_size,
                 optimizer.param_groups[0]["lr"],
             )
-        if self.hparams.scheduler is None:
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(
+        scheduler = self.scheduler_factory(
             optimizer=optimizer, steps_per_epoch=self._steps_per_epoch()
         )
         return {

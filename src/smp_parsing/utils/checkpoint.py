@@ -47,12 +47,18 @@ def _no_pretrained(model_cfg: DictConfig) -> DictConfig:
     return model_cfg
 
 
-def load_lit_module(ckpt_path: str | Path, fallback_model_cfg: DictConfig | None = None):
+def load_lit_module(
+    ckpt_path: str | Path,
+    fallback_model_cfg: DictConfig | None = None,
+    overrides: DictConfig | dict | None = None,
+):
     """Instantiate the LightningModule of a checkpoint and load its weights (strict).
 
     Args:
         ckpt_path: a checkpoint written by ``smp_parsing.train``.
         fallback_model_cfg: ``model`` config used when the checkpoint carries none.
+        overrides: merged into the model config before building, for settings that do not
+            change the weights, e.g. ``{"net": {"test_cfg": {"ctr_score_thr": 0.05}}}``.
 
     Returns:
         The module in eval mode, on the CPU.
@@ -71,6 +77,8 @@ def load_lit_module(ckpt_path: str | Path, fallback_model_cfg: DictConfig | None
         model_cfg = fallback_model_cfg.copy()
     else:
         raise ValueError(f"{ckpt_path}: carries no model config and no fallback was given")
+    if overrides:
+        model_cfg = OmegaConf.merge(model_cfg, overrides)
     model = hydra.utils.instantiate(_no_pretrained(model_cfg))
     model.model_config = OmegaConf.to_container(model_cfg, resolve=True)
     try:

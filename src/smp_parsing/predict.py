@@ -1,0 +1,155 @@
+"""Parse images with a checkpoint:
+``python -m smp_parsing.predict ckpt_path=<.ckpt> input=<image or folder> output=<folder>``.
+
+For every image the output folder receives the person maps in the MHP v2 layout
+(``<id>_<NN>_<kk>.png``, class id in the R channel) and one ``scores.json``, written by
+:func:`smp_parsing.metrics.evaluate_dirs.write_prediction_dir` so that
+``python -m smp_parsing.metrics.evaluate_dirs`` can score the folder; plus, under ``overlays/``,
+a picture for a person to look at (parts coloured by class, each person outlined, a legend), drawn
+by :mod:`smp_parsing.visualization`. The test transform of the ``data`` config (resize, normalise,
+pad) is applied, so pass the same ``data=`` / ``experiment=`` as for evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
+from smp_parsing import visualization as vis
+from smp_parsing.data.collate import collate_parsing
+from smp_parsing.train import CONFIG_DIR
+from smp_parsing.utils.checkpoint import load_lit_module
+from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def list_images(input_path: str | Path) -> list[Path]:
+    """The image files of ``input_path`` (one file, or a folder's images sorted by name).
+
+    Raises:
+        FileNotFoundError: the path does not exist or the folder holds no image.
+    """
+    path = Path(input_path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"input={path}: no such image or folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(
+            f"input={path}: no image ({'/'.join(IMAGE_SUFFIXES)}) in the folder"
+        )
+    return files
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB, or a ``ValueError`` naming the unreadable file."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: cannot be read as an image (corrupt or not an image file)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def batches(files: list[Path], size: int) -> Iterator[list[Path]]:
+    """Consecutive chunks of ``size`` files."""
+    for i in range(0, len(files), size):
+        yield files[i : i + size]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def predict_images(
+    model: Any, transforms: Any, files: list[Path], batch_size: int, device: torch.device
+) -> Iterator[tuple[Path, np.ndarray, dict[str, torch.Tensor]]]:
+    """Yield ``(file, original RGB, prediction)`` per image; predictions at the original size.
+
+    Args:
+        model: a :class:`~smp_parsing.lit_module.SMPLitModule` in eval mode.
+        transforms: the test :class:`~smp_parsing.data.transforms.ParsingTransforms`.
+        files: images to parse.
+        batch_size: images per forward pass.
+        device: where the network runs.
+    """
+    for chunk in batches(files, batch_size):
+        images = [read_rgb(f) for f in chunk]
+        samples = [
+            transforms(
+                {
+                    "image": img,
+                    "parsing": np.zeros((0, *img.shape[:2]), np.uint8),
+                    "image_id": f.stem,
+                }
+            )  # fmt: skip
+            for f, img in zip(chunk, images)
+        ]
+        batch = collate_parsing(samples, pad_parsing=False)
+        outputs = model.net(batch["images"].to(device))
+        preds = model.net.predict(outputs, batch["metas"])
+        for f, img, pred in zip(chunk, images, preds):
+            yield f, img, {"parsing": pred["parsing"].cpu(), "scores": pred["scores"].cpu()}
+
+
+@task_wrapper
+def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse ``cfg.input`` with ``cfg.ckpt_path`` and write the results to ``cfg.output``.
+
+    Returns:
+        ``({"num_images": n, "num_persons": p, "output": str}, objects)``.
+    """
+    from smp_parsing.metrics.evaluate_dirs import write_prediction_dir
+
+    files = list_images(cfg.input)
+    out_dir = Path(cfg.output)
+    fallback = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    transforms = hydra.utils.instantiate(cfg.data.test_transforms)
+    dataset = cfg.data.get("dataset_name", "mhp")
+
+    predictions: dict[str, dict[str, torch.Tensor]] = {}
+    overlay_dir = out_dir / "overlays"
+    if cfg.overlays:
+        overlay_dir.mkdir(parents=True, exist_ok=True)
+    for file, rgb, pred in predict_images(model, transforms, files, cfg.batch_size, device):
+        predictions[file.stem] = pred
+        if cfg.overlays:
+            picture = vis.render_prediction(rgb, pred, dataset=dataset)
+            cv2.imwrite(str(overlay_dir / f"{file.stem}.png"), picture[..., ::-1])
+    write_prediction_dir(out_dir, predictions)
+    num_persons = sum(int(p["parsing"].shape[0]) for p in predictions.values())
+    log.info("Parsed %d images (%d persons) into %s", len(files), num_persons, out_dir)
+    print(f"Predictions: {out_dir} ({len(files)} images, {num_persons} persons)")
+    if cfg.overlays:
+        print(f"Overlays:    {overlay_dir}")
+    metric_dict = {"num_images": len(files), "num_persons": num_persons, "output": str(out_dir)}
+    return metric_dict, {"cfg": cfg, "model": model, "predictions": predictions}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict.yaml")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    apply_extras(cfg)
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""``smp_parsing.evaluate``: a checkpoint scored on a split, table on stdout, metrics.json."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_DATA_COMMON, compose_config, tiny_data_overrides
+from smp_parsing.evaluate import evaluate, format_metrics_table
+
+# A freshly initialised network scores nothing above the paper's thresholds; these make it emit
+# persons so that the metrics are not all zero (the weights stay valid: decode-only settings).
+LOW_THRESHOLDS = [
+    "+model_overrides.net.test_cfg.ctr_score_thr=0.0",
+    "+model_overrides.net.test_cfg.cate_score_thr=0.0",
+    "+model_overrides.net.test_cfg.update_thr=0.0",
+]
+
+
+def eval_overrides(run_dir, synthetic_root, *extra: str) -> list[str]:
+    return [
+        f"ckpt_path={run_dir}/checkpoints/last.ckpt",
+        *tiny_data_overrides(synthetic_root),
+        "extras.print_config=false",
+        *extra,
+    ]
+
+
+def test_evaluate_prints_table_and_writes_metrics_json(trained_run, synthetic_root, tmp_path,
+                                                       capsys) -> None:  # fmt: skip
+    cfg = compose_config("eval", eval_overrides(trained_run, synthetic_root, *LOW_THRESHOLDS),
+                         tmp_path)  # fmt: skip
+    metric_dict, objects = evaluate(cfg)
+    out = capsys.readouterr().out
+    assert "test metrics of" in out and "APp50" in out and "PCP" in out
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "test"
+    assert saved["metrics"]["APp50"] == pytest.approx(metric_dict["test/APp50"])
+    assert set(saved["metrics"]) >= {"APp50", "APpvol", "PCP50", "mIoU", "fps", "APp@0.9"}
+    # the stored network config was used: same architecture as trained, weights loaded strictly
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    model = objects["model"]
+    assert model.model_config["net"]["fpn_channels"] == 32
+    for k, v in ckpt["state_dict"].items():
+        assert torch.equal(model.state_dict()[k], v)
+    # thresholds overridden at evaluation time only
+    assert model.net.test_cfg["ctr_score_thr"] == 0.0
+
+
+def test_evaluate_val_split_equals_test_split_on_synthetic(trained_run, synthetic_root,
+                                                           tmp_path) -> None:  # fmt: skip
+    """The synthetic set has no separate test GT: test falls back to val and must agree."""
+    results = {}
+    for split in ("val", "test"):
+        cfg = compose_config(
+            "eval", eval_overrides(trained_run, synthetic_root, f"split={split}", *LOW_THRESHOLDS),
+            tmp_path / split,
+        )  # fmt: skip
+        metric_dict, _ = evaluate(cfg)
+        results[split] = {k.split("/", 1)[1]: v for k, v in metric_dict.items() if "fps" not in k}
+    assert results["val"] == results["test"]
+    assert results["val"]["mIoU"] > 0
+
+
+def test_evaluate_errors_are_clear(trained_run, synthetic_root, tmp_path) -> None:
+    cfg = compose_config("eval", eval_overrides(trained_run, synthetic_root, "split=train"),
+                         tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="split must be one of"):
+        evaluate(cfg)
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    cfg = compose_config("eval", [*eval_overrides(trained_run, synthetic_root),
+                                  f"ckpt_path={bad}"], tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match="broken.ckpt: not a readable checkpoint"):
+        evaluate(cfg)
+    assert TINY_DATA_COMMON  # shared settings are importable by other test modules
+
+
+def test_format_metrics_table() -> None:
+    table = format_metrics_table(
+        {"APp50": 0.5, "APpvol": 0.25, "APp@0.1": 1.0, "APp@0.5": 0.5, "PCP@0.1": 0.75,
+         "PCP@0.5": 0.125, "fps": 12.0}, "title")  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0] == "title"
+    assert any(line.split() == ["APp50", "0.5000"] for line in lines)
+    assert lines[-2].split() == ["APp", "1.0000", "0.5000"]
+    assert lines[-1].split() == ["PCP", "0.7500", "0.1250"]
