@@ -26,7 +26,7 @@ def _attention_loop(kernel_feat: torch.Tensor) -> torch.Tensor:
 
 def test_mask_attention_equals_a_loop():
     torch.manual_seed(0)
-    rfr = RefinedFeatureRetain(channels=4, num_groups=2)
+    rfr = RefinedFeatureRetain(channels=4, warp_groups=1, num_groups=2)
     k = torch.randn(2, 4, 3, 3)
     attn = rfr.mask_attention(k)
     torch.testing.assert_close(attn, _attention_loop(k), atol=1e-5, rtol=1e-4)
@@ -38,7 +38,7 @@ def test_attention_groups_cells_of_one_instance():
     k = torch.zeros(1, 2, 1, 4)
     k[0, 0, 0, :2] = 1.0
     k[0, 1, 0, 2:] = 1.0
-    attn = RefinedFeatureRetain(channels=2, num_groups=1).mask_attention(k)[0]
+    attn = RefinedFeatureRetain(channels=2, warp_groups=1, num_groups=1).mask_attention(k)[0]
     expected = torch.tensor(
         [[0.5, 0.5, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5]]
     )
@@ -47,17 +47,17 @@ def test_attention_groups_cells_of_one_instance():
 
 def test_rfr_at_init_is_residual_plus_plain_conv():
     torch.manual_seed(0)
-    rfr = RefinedFeatureRetain(channels=8, num_groups=4)
+    rfr = RefinedFeatureRetain(channels=8, warp_groups=2, num_groups=4)
     cate, kern = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
     # zero-initialised offsets and mask logits: regular 3x3 sampling with mask 0.5
-    plain = F.conv2d(cate, rfr.warp_weight, padding=1) * 0.5
+    plain = F.conv2d(cate, rfr.warp_weight, padding=1, groups=2) * 0.5
     expected = cate + F.relu(rfr.norm(plain))
     torch.testing.assert_close(rfr(cate, kern), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_rfr_gradients_reach_both_branches_and_offsets():
     torch.manual_seed(0)
-    rfr = RefinedFeatureRetain(channels=8, num_groups=4)
+    rfr = RefinedFeatureRetain(channels=8, warp_groups=1, num_groups=4)
     cate = torch.randn(1, 8, 6, 6, requires_grad=True)
     kern = torch.randn(1, 8, 6, 6, requires_grad=True)
     rfr(cate, kern).square().sum().backward()
@@ -76,7 +76,7 @@ def test_part_head_with_rfr_changes_only_the_category_branch():
     kw = dict(num_classes=3, num_grids=[8, 6, 4, 4, 2], in_channels=8, kernel_channels=4,
               tower_width=8, num_convs=1, num_groups=4)  # fmt: skip
     plain = PartHead(**kw)
-    with_rfr = PartHead(**kw, rfr=RefinedFeatureRetain(channels=8, num_groups=4))
+    with_rfr = PartHead(**kw, rfr=RefinedFeatureRetain(channels=8, warp_groups=1, num_groups=4))
     with_rfr.load_state_dict(plain.state_dict(), strict=False)
     feats = [torch.randn(1, 8, s, s) for s in (16, 8, 4, 2, 1)]
     c0, k0 = plain(feats)

@@ -24,6 +24,7 @@ NARROW = [
     "model.net.part_head.num_convs=1",
     "model.net.part_head.num_groups=8",
     "model.net.rfr_module.num_groups=8",
+    "model.net.rfr_module.warp_groups=4",
     "model.net.center_head.fusion_channels=16",
     "model.net.center_head.tower_width=16",
     "model.net.center_head.num_convs=1",
@@ -253,6 +254,23 @@ def test_channels_last_matches_contiguous():
     torch.testing.assert_close(out.center, ref.center, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(out.offsets, ref.offsets, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(out.mask_feat, ref.mask_feat, atol=1e-4, rtol=1e-3)
+
+
+def test_autocast_bfloat16_train_step_and_predict():
+    net = build("model.net.mir=true", "model.net.backbone.dcn_stages=[false,true,true,true]")
+    parsing = [person_maps(64, 64, TWO_PERSONS), torch.zeros(0, 64, 64, dtype=torch.uint8)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net.train()(torch.randn(2, 3, 64, 64))
+        assert out.center.dtype == torch.bfloat16  # the network really ran in half
+        losses = net.loss(out, parsing)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    _check_all_grads(net)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        preds = net.eval().predict(
+            net(torch.randn(1, 3, 64, 64)), [{"img_size": (64, 64), "ori_size": (64, 64)}]
+        )
+    assert preds[0]["parsing"].shape[1:] == (64, 64)
 
 
 def test_num_parameters_adds_up():

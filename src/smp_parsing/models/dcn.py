@@ -27,6 +27,53 @@ def finite_offsets(offset: Tensor) -> Tensor:
     return torch.nan_to_num(offset, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def deform_conv2d_fp32(
+    x: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    mask: Tensor | None = None,
+) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` computed in float32, result in ``x.dtype``.
+
+    The CPU kernel has no half/bfloat16 path and the CUDA one autocasts to float32
+    anyway, so under AMP the op runs in float32 with autocast off; NaN/inf offsets are
+    zeroed (:func:`finite_offsets`). Shapes as in ``deform_conv2d``: weight groups and
+    offset groups are inferred from ``weight`` and ``offset``.
+
+    Args:
+        x: ``(B, C_in, H, W)``.
+        offset: ``(B, 2 * G_off * kh * kw, H', W')``.
+        weight: ``(C_out, C_in / G_w, kh, kw)``.
+        bias: ``(C_out,)`` or ``None``.
+        stride: conv stride.
+        padding: zero padding.
+        dilation: kernel dilation.
+        mask: ``(B, G_off * kh * kw, H', W')`` modulation or ``None``.
+
+    Returns:
+        ``(B, C_out, H', W')`` in ``x.dtype``.
+    """
+    # float64 stays float64 (gradcheck); every half type goes to float32.
+    dt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        out = deform_conv2d(
+            x.to(dt).contiguous(),
+            finite_offsets(offset.to(dt)).contiguous(),
+            weight.to(dt),
+            None if bias is None else bias.to(dt),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            mask=None if mask is None else mask.to(dt).contiguous(),
+        )
+    return out.to(x.dtype)
+
+
 class ModulatedDeformConv2d(nn.Module):
     """3x3 (or k x k) DCNv2: a plain conv predicts per-pixel offsets and a modulation mask.
 
@@ -120,17 +167,13 @@ class ModulatedDeformConv2d(nn.Module):
         out = self.conv_offset(x)
         n_off = 2 * self.offset_groups * self.weight.shape[-1] * self.weight.shape[-2]
         offset, mask = out[:, :n_off], out[:, n_off:].sigmoid()
-        offset = finite_offsets(offset)
-        # torchvision's deform_conv2d kernel has no channels_last / half path: run it
-        # contiguous and in the offsets' dtype to stay AMP-safe.
-        x = x.contiguous()
-        return deform_conv2d(
+        return deform_conv2d_fp32(
             x,
-            offset.contiguous().to(x.dtype),
-            self.weight.to(x.dtype),
-            None if self.bias is None else self.bias.to(x.dtype),
+            offset,
+            self.weight,
+            self.bias,
             stride=self.stride,
             padding=self.padding,
             dilation=self.dilation,
-            mask=mask.contiguous().to(x.dtype),
+            mask=mask,
         )

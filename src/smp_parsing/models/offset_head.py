@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
 from smp_parsing.models.coordconv import add_coord_channels
-from smp_parsing.models.dcn import finite_offsets
+from smp_parsing.models.dcn import deform_conv2d_fp32
 from smp_parsing.models.layers import init_conv_normal
 
 
@@ -83,10 +82,8 @@ class GroupedAdaptBlock(nn.Module):
         Returns:
             ``(B, G * c, S, S)``.
         """
-        offsets = finite_offsets(self.deform_offsets(x)).to(x.dtype)
-        xc = x.contiguous()
         # weight groups = offset groups = G: branch g only reads channels of group g.
-        out = deform_conv2d(xc, offsets.contiguous(), self.weight.to(x.dtype), padding=(1, 1))
+        out = deform_conv2d_fp32(x, self.deform_offsets(x), self.weight, padding=(1, 1))
         return torch.relu(self.norm(out) + x)
 
 
