@@ -92,6 +92,8 @@ def test_center_and_offset_head_shapes(grids):
     assert center.shape == (2, 1, s, s)
     offsets = OffsetHead(num_classes=5, in_channels=40, branch_channels=4)(fused)
     assert offsets.shape == (2, 5, 2, s, s)
+    head_1x1 = OffsetHead(num_classes=5, in_channels=40, branch_channels=4, reduce_kernel_size=1)
+    assert head_1x1(fused).shape == (2, 5, 2, s, s)
 
 
 def test_resize_concat_order_and_values():
