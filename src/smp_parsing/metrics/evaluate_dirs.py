@@ -1,0 +1,351 @@
+"""Score a folder of predicted persons against an MHP v2 ground-truth root.
+
+Usage::
+
+    python -m smp_parsing.metrics.evaluate_dirs --gt-root LV-MHP-v2 --split val \\
+        --pred-dir outputs/pred_val [--num-classes 59] [--out metrics.json]
+
+Prediction folder format (written by :func:`write_prediction_dir`, the ``predict`` entry point
+uses it; any tool can produce it)::
+
+    <pred-dir>/<image_id>_<NN>_<kk>.png   one PNG per predicted person of image <image_id>;
+                                          NN = number of predicted persons of that image
+                                          (zero-padded to 2 digits, like the MHP annotations),
+                                          kk = 1..NN; the class id of each pixel in the R channel
+                                          (RGB; single-channel L / P PNGs are read as is); the
+                                          same size as the image
+    <pred-dir>/scores.json                {"<image_id>_<NN>_<kk>.png": score, ...}
+                                          one finite number per PNG, nothing else
+
+An image of the split without any PNG has no predictions (it still counts for its GT persons and
+for mIoU). GT comes from ``<gt-root>/list/<split>.txt`` and ``<gt-root>/<split>/parsing_annos``
+through :class:`smp_parsing.data.mhp.MHPv2Dataset`. The command prints a table and writes the
+metrics as JSON (``--out``, default ``<pred-dir>/metrics.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import glob
+import json
+import math
+import os
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from smp_parsing.data.mhp import MHPv2Dataset, read_label_png
+from smp_parsing.metrics.functional import DEFAULT_THRESHOLDS
+from smp_parsing.metrics.parsing_metrics import ParsingMetrics
+
+SCORES_FILE = "scores.json"
+PERSON_NAME = re.compile(r"^(?P<image_id>.+)_(?P<num_persons>\d+)_(?P<person_index>\d+)\.png$")
+
+
+class PredictionDirError(ValueError):
+    """A prediction folder that does not follow the format of this module."""
+
+
+def person_file_name(image_id: str, num_persons: int, person_index: int) -> str:
+    """``<image_id>_<NN>_<kk>.png`` with ``kk`` counted from 1, as the MHP annotations."""
+    return f"{image_id}_{num_persons:02d}_{person_index:02d}.png"
+
+
+@contextmanager
+def _locked(pred_dir: Path):
+    """Exclusive lock of a prediction folder (several predict processes may write into it)."""
+    with open(pred_dir / f".{SCORES_FILE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_prediction_dir(
+    pred_dir: str | Path,
+    image_id: str,
+    parsing: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray | Sequence[float],
+) -> list[Path]:
+    """Write one image's predicted persons in the format of this module.
+
+    Replaces earlier files of the same image id, then merges the scores into ``scores.json``
+    (under a file lock, atomically), so several processes can write into one folder.
+
+    Args:
+        pred_dir: The prediction folder (created if missing).
+        image_id: Image id (the MHP id, file name without extension).
+        parsing: ``P x H x W`` class ids (< 256) at the original image size; P may be 0.
+        scores: ``(P,)`` finite scores.
+
+    Returns:
+        The PNG paths written, in person order.
+
+    Raises:
+        ValueError: for a wrong shape, a score count different from P, a non-finite score or
+            class ids outside 0..255.
+    """
+    pred_dir = Path(pred_dir)
+    maps = (
+        parsing.detach().cpu().numpy() if isinstance(parsing, torch.Tensor) else np.asarray(parsing)
+    )
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().numpy()
+    values = [float(s) for s in np.asarray(scores, dtype=np.float64).reshape(-1)]
+    if maps.ndim != 3:
+        raise ValueError(f"image {image_id}: parsing must be P x H x W, got shape {maps.shape}")
+    if len(values) != maps.shape[0]:
+        raise ValueError(f"image {image_id}: {maps.shape[0]} persons but {len(values)} scores")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"image {image_id}: scores must be finite, got {values}")
+    if maps.size and (maps.min() < 0 or maps.max() > 255):
+        raise ValueError(f"image {image_id}: class ids must be in 0..255")
+
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    names = [person_file_name(image_id, len(values), k + 1) for k in range(len(values))]
+    with _locked(pred_dir):
+        for stale in _person_files(pred_dir, image_id):
+            stale.unlink()
+        paths = []
+        for name, person in zip(names, maps):
+            rgb = np.zeros((*person.shape, 3), np.uint8)
+            rgb[..., 0] = person  # the class id lives in the R channel, as in MHP
+            Image.fromarray(rgb).save(pred_dir / name)
+            paths.append(pred_dir / name)
+        score_path = pred_dir / SCORES_FILE
+        table = _read_scores(score_path) if score_path.exists() else {}
+        table = {k: v for k, v in table.items() if _image_of(k) != image_id}
+        table.update(zip(names, values))
+        _write_json_atomic(score_path, table)
+    return paths
+
+
+def _image_of(name: str) -> str | None:
+    match = PERSON_NAME.match(name)
+    return match["image_id"] if match else None
+
+
+def _person_files(pred_dir: Path, image_id: str) -> list[Path]:
+    """PNGs of ``image_id`` already in the folder (exact id match, ``1`` does not match ``11``)."""
+    candidates = pred_dir.glob(f"{glob.escape(image_id)}_*_*.png")
+    return [p for p in candidates if _image_of(p.name) == image_id]
+
+
+def _write_json_atomic(path: Path, content: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(content, f, indent=0, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _read_scores(path: Path) -> dict[str, float]:
+    """Read and validate ``scores.json``: a flat object of PNG name -> finite number."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PredictionDirError(f"{path}: cannot read scores ({exc})") from exc
+    if not isinstance(table, dict):
+        raise PredictionDirError(f"{path}: must be a JSON object of PNG name -> score")
+    for name, value in table.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise PredictionDirError(
+                f"{path}: score of {name!r} must be a finite number, got {value!r}"
+            )
+    return {name: float(value) for name, value in table.items()}
+
+
+def read_prediction_dir(pred_dir: str | Path) -> dict[str, list[tuple[Path, float]]]:
+    """Index a prediction folder: image id -> [(PNG path, score)] in person order.
+
+    Raises:
+        PredictionDirError: missing folder or ``scores.json``, a malformed PNG name, a PNG without
+            score or a score without PNG, person indices that are not ``1..NN``.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise PredictionDirError(f"prediction folder {pred_dir} does not exist")
+    pngs = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() == ".png")
+    score_path = pred_dir / SCORES_FILE
+    if not score_path.is_file():
+        if pngs:
+            raise PredictionDirError(f"{score_path} is missing ({len(pngs)} PNGs need scores)")
+        return {}
+    scores = _read_scores(score_path)
+    grouped: dict[str, list[tuple[int, int, Path]]] = defaultdict(list)
+    for path in pngs:
+        match = PERSON_NAME.match(path.name)
+        if match is None:
+            raise PredictionDirError(f"{path}: name does not follow <image_id>_<NN>_<kk>.png")
+        if path.name not in scores:
+            raise PredictionDirError(f"{path}: no score for it in {score_path}")
+        grouped[match["image_id"]].append(
+            (int(match["person_index"]), int(match["num_persons"]), path)
+        )
+    orphans = sorted(set(scores) - {p.name for p in pngs})
+    if orphans:
+        raise PredictionDirError(
+            f"{score_path}: {len(orphans)} scores without a PNG, e.g. {orphans[:3]}"
+        )
+    index: dict[str, list[tuple[Path, float]]] = {}
+    for image_id, persons in grouped.items():
+        persons.sort()
+        count = len(persons)
+        if [k for k, _, _ in persons] != list(range(1, count + 1)) or any(
+            n != count for _, n, _ in persons
+        ):
+            raise PredictionDirError(
+                f"{pred_dir}: persons of image {image_id} must be <id>_{count:02d}_01.png .. "
+                f"<id>_{count:02d}_{count:02d}.png, found {[p.name for _, _, p in persons]}"
+            )
+        index[image_id] = [(path, scores[path.name]) for _, _, path in persons]
+    return index
+
+
+def _load_predictions(
+    persons: list[tuple[Path, float]], height: int, width: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one image's PNGs: ``P x H x W`` uint8 maps and ``(P,)`` float64 scores."""
+    maps = []
+    for path, _ in persons:
+        label = read_label_png(path)
+        if label.shape != (height, width):
+            raise PredictionDirError(
+                f"{path}: size {label.shape[1]}x{label.shape[0]} (WxH) differs from the image "
+                f"{width}x{height}"
+            )
+        top = int(label.max(initial=0))
+        if top >= num_classes:
+            raise PredictionDirError(
+                f"{path}: class id {top} outside 0..{num_classes - 1} (R channel)"
+            )
+        maps.append(label)
+    parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
+    scores = torch.tensor([s for _, s in persons], dtype=torch.float64)
+    return torch.from_numpy(parsing), scores
+
+
+def evaluate_dirs(
+    gt_root: str | Path,
+    split: str,
+    pred_dir: str | Path,
+    num_classes: int = 59,
+    score_threshold_miou: float = 0.05,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """Metrics of a prediction folder against an MHP v2 split.
+
+    Args:
+        gt_root: The ``LV-MHP-v2`` folder.
+        split: List name (``val``, ``train``, ...).
+        pred_dir: Prediction folder in the format of this module.
+        num_classes: C, background included.
+        score_threshold_miou: Persons scored below it are not painted for mIoU.
+        thresholds: IoU thresholds (must contain 0.5).
+        limit: Only the first ``limit`` images of the list.
+
+    Returns:
+        The :class:`~smp_parsing.metrics.ParsingMetrics` dict.
+
+    Raises:
+        PredictionDirError: malformed prediction folder, predictions for images not in the
+            split, size or class id problems (the message names the file).
+        smp_parsing.data.errors.BadSampleError / DataRootError: GT problems.
+    """
+    predictions = read_prediction_dir(pred_dir)
+    dataset = MHPv2Dataset(
+        gt_root, split, load_pose=False, limit=limit, num_classes=num_classes, on_bad_sample="error"
+    )
+    unknown = sorted(set(predictions) - set(dataset.image_ids))
+    if unknown and limit is None:
+        raise PredictionDirError(
+            f"{pred_dir}: predictions for {len(unknown)} images that are not in split {split!r}, "
+            f"e.g. {unknown[:3]}"
+        )
+    metric = ParsingMetrics(num_classes, score_threshold_miou, thresholds)
+    for index, image_id in enumerate(dataset.image_ids):
+        sample = dataset.load_sample(index)
+        height, width = sample["image"].shape[:2]
+        parsing, scores = _load_predictions(
+            predictions.get(image_id, []), height, width, num_classes
+        )
+        metric.update(
+            [{"parsing": parsing, "scores": scores}],
+            [{"parsing": torch.from_numpy(sample["parsing"]), "image_id": image_id}],
+        )
+    return metric.compute()
+
+
+def metrics_table(metrics: dict[str, float], title: str) -> Table:
+    """A rich table of the headline metrics and the per-threshold AP^p and PCP."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for name in ("APp50", "APpvol", "PCP50", "mIoU", "pixel_acc"):
+        table.add_row(name, f"{100 * metrics[name]:.2f}")
+    per_threshold = sorted({k.split("@")[1] for k in metrics if "@" in k}, key=float)
+    for t in per_threshold:
+        table.add_row(
+            f"APp / PCP @ {t}",
+            f"{100 * metrics[f'APp@{t}']:.2f} / {100 * metrics[f'PCP@{t}']:.2f}",
+        )
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(
+        prog="python -m smp_parsing.metrics.evaluate_dirs",
+        description="Score MHP-layout prediction PNGs + scores.json against an MHP v2 GT root.",
+    )
+    parser.add_argument("--gt-root", type=Path, required=True, help="the LV-MHP-v2 folder")
+    parser.add_argument("--split", default="val", help="list name in <gt-root>/list (default val)")
+    parser.add_argument("--pred-dir", type=Path, required=True, help="prediction folder")
+    parser.add_argument("--num-classes", type=int, default=59)
+    parser.add_argument("--score-threshold-miou", type=float, default=0.05)
+    parser.add_argument("--limit", type=int, default=None, help="first N images of the list")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON output (default <pred-dir>/metrics.json)"
+    )
+    args = parser.parse_args(argv)
+    metrics = evaluate_dirs(
+        args.gt_root,
+        args.split,
+        args.pred_dir,
+        num_classes=args.num_classes,
+        score_threshold_miou=args.score_threshold_miou,
+        limit=args.limit,
+    )
+    Console().print(metrics_table(metrics, f"{args.pred_dir} vs {args.gt_root} [{args.split}]"))
+    out = args.out if args.out is not None else args.pred_dir / "metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "gt_root": str(args.gt_root),
+        "split": args.split,
+        "pred_dir": str(args.pred_dir),
+        "num_classes": args.num_classes,
+        "score_threshold_miou": args.score_threshold_miou,
+        "metrics": metrics,
+    }
+    out.write_text(json.dumps(report, indent=2))
+    Console().print(f"metrics written to {out}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""``python -m smp_parsing.metrics.evaluate_dirs`` on a tiny MHP tree built from the worked example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smp_parsing.metrics.evaluate_dirs import (
+    PredictionDirError,
+    evaluate_dirs,
+    main,
+    read_prediction_dir,
+    write_prediction_dir,
+)
+
+from .cases import WORKED_AP, WORKED_PCP, worked_example
+
+IMAGE_IDS = ("11", "1", "7")  # "1" is a prefix of "11": file matching must be exact
+
+
+def _write_gt_tree(root: Path, target: list[dict]) -> Path:
+    """MHP v2 layout: list/val.txt, val/images/<id>.jpg, val/parsing_annos/<id>_<NN>_<kk>.png."""
+    (root / "list").mkdir(parents=True)
+    (root / "list" / "val.txt").write_text("\n".join(IMAGE_IDS) + "\n")
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "val" / "parsing_annos").mkdir(parents=True)
+    for image_id, t in zip(IMAGE_IDS, target):
+        Image.fromarray(np.full((10, 10, 3), 128, np.uint8)).save(
+            root / "val" / "images" / f"{image_id}.jpg"
+        )
+        persons = t["parsing"].numpy()
+        for k, person in enumerate(persons, start=1):
+            rgb = np.zeros((10, 10, 3), np.uint8)
+            rgb[..., 0] = person
+            rgb[..., 1] = np.where(person > 0, 77, 0)  # G/B differ: a grayscale read would be wrong
+            rgb[..., 2] = 200
+            name = f"{image_id}_{len(persons):02d}_{k:02d}.png"
+            Image.fromarray(rgb).save(root / "val" / "parsing_annos" / name)
+    return root
+
+
+@pytest.fixture
+def trees(tmp_path):
+    preds, target = worked_example()
+    gt_root = _write_gt_tree(tmp_path / "LV-MHP-v2", target)
+    pred_dir = tmp_path / "pred"
+    for image_id, p in zip(IMAGE_IDS, preds):
+        write_prediction_dir(pred_dir, image_id, p["parsing"], p["scores"])
+    return gt_root, pred_dir
+
+
+def test_cli_scores_the_worked_example(trees, capsys):
+    gt_root, pred_dir = trees
+    out = pred_dir.parent / "report" / "metrics.json"
+    metrics = main(
+        [
+            "--gt-root",
+            str(gt_root),
+            "--split",
+            "val",
+            "--pred-dir",
+            str(pred_dir),
+            "--out",
+            str(out),
+        ]
+    )
+    assert [metrics[f"APp@{k / 10:g}"] for k in range(1, 10)] == pytest.approx(WORKED_AP)
+    assert [metrics[f"PCP@{k / 10:g}"] for k in range(1, 10)] == pytest.approx(WORKED_PCP)
+    assert metrics["APpvol"] == pytest.approx(49 / 108)
+    written = json.loads(out.read_text())
+    assert written["metrics"] == metrics and written["split"] == "val"
+    printed = capsys.readouterr().out
+    assert "APpvol" in printed and "45.37" in printed
+
+
+def test_writer_format_and_rewrite(trees):
+    _, pred_dir = trees
+    names = sorted(p.name for p in pred_dir.glob("*.png"))
+    assert names == ["11_03_01.png", "11_03_02.png", "11_03_03.png", "7_01_01.png"]
+    scores = json.loads((pred_dir / "scores.json").read_text())
+    # float32 scores are stored exactly (as their double value): in-memory and folder metrics agree
+    expected = {"11_03_01.png": 0.9, "11_03_02.png": 0.8, "11_03_03.png": 0.3, "7_01_01.png": 0.5}
+    assert scores == {name: float(np.float32(v)) for name, v in expected.items()}
+    rgb = np.asarray(Image.open(pred_dir / "11_03_01.png"))
+    assert rgb.shape == (10, 10, 3) and rgb[0, 0, 0] == 1
+    # Writing an image again replaces its files and scores; other images are untouched.
+    write_prediction_dir(pred_dir, "11", torch.ones(1, 10, 10, dtype=torch.uint8), [0.4])
+    index = read_prediction_dir(pred_dir)
+    assert [(p.name, s) for p, s in index["11"]] == [("11_01_01.png", 0.4)]
+    assert [(p.name, s) for p, s in index["7"]] == [("7_01_01.png", 0.5)]
+    assert "1" not in index
+
+
+def test_empty_prediction_folder_scores_zero(tmp_path, trees):
+    gt_root, _ = trees
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    metrics = evaluate_dirs(gt_root, "val", empty)
+    assert metrics["APp50"] == 0.0 and metrics["PCP50"] == 0.0
+
+
+def _break(pred_dir: Path, how: str) -> str:
+    scores_path = pred_dir / "scores.json"
+    scores = json.loads(scores_path.read_text())
+    if how == "missing score":
+        del scores["7_01_01.png"]
+        scores_path.write_text(json.dumps(scores))
+        return "7_01_01.png: no score"
+    if how == "orphan score":
+        scores["7_02_02.png"] = 0.1
+        scores_path.write_text(json.dumps(scores))
+        return "scores without a PNG"
+    if how == "bad score":
+        scores["7_01_01.png"] = "high"
+        scores_path.write_text(json.dumps(scores))
+        return "must be a finite number"
+    if how == "bad name":
+        (pred_dir / "person.png").write_bytes(b"")
+        return "person.png: name does not follow"
+    if how == "wrong count":
+        (pred_dir / "7_01_01.png").rename(pred_dir / "7_02_01.png")
+        scores["7_02_01.png"] = scores.pop("7_01_01.png")
+        scores_path.write_text(json.dumps(scores))
+        return "persons of image 7 must be"
+    if how == "unknown image":
+        write_prediction_dir(pred_dir, "999", torch.zeros(1, 10, 10, dtype=torch.uint8), [0.5])
+        return "not in split 'val'"
+    if how == "wrong size":
+        write_prediction_dir(pred_dir, "7", torch.zeros(1, 12, 10, dtype=torch.uint8), [0.5])
+        return "7_01_01.png: size 10x12"
+    if how == "class out of range":
+        write_prediction_dir(pred_dir, "7", torch.full((1, 10, 10), 60, dtype=torch.uint8), [0.5])
+        return "7_01_01.png: class id 60 outside 0..58"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["missing score", "orphan score", "bad score", "bad name", "wrong count", "unknown image",
+     "wrong size", "class out of range"],
+)  # fmt: skip
+def test_malformed_prediction_folder_raises_naming_the_problem(trees, how):
+    gt_root, pred_dir = trees
+    message = _break(pred_dir, how)
+    with pytest.raises(PredictionDirError, match=message.replace("(", r"\(")):
+        evaluate_dirs(gt_root, "val", pred_dir)
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="2 persons but 1 scores"):
+        write_prediction_dir(tmp_path, "1", np.zeros((2, 4, 4), np.uint8), [0.5])
+    with pytest.raises(ValueError, match="finite"):
+        write_prediction_dir(tmp_path, "1", np.zeros((1, 4, 4), np.uint8), [float("inf")])
+    with pytest.raises(ValueError, match="P x H x W"):
+        write_prediction_dir(tmp_path, "1", np.zeros((4, 4), np.uint8), [0.5])
