@@ -130,5 +130,6 @@ def write_densepose_json(
         "annotations": annotations,
         "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
     }
+    Path(ann_file).parent.mkdir(parents=True, exist_ok=True)
     Path(ann_file).write_text(json.dumps(content))
     return Path(ann_file)

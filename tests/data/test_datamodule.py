@@ -1,0 +1,154 @@
+"""ParsingDataModule built from conf/data/*.yaml with Hydra, on tiny data sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from smp_parsing.data.errors import DataRootError
+
+from .builders import random_image, write_densepose_json, write_mhp_tree
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+TINY_SYNTHETIC = [
+    "data.num_train=3",
+    "data.num_val=2",
+    "data.generator.size=64",
+    "data.batch_size=2",
+    "data.eval_batch_size=2",
+    "data.train_transforms.resize.short_sides=[48,64]",
+    "data.train_transforms.resize.max_long_side=96",
+    "data.test_transforms.resize.short_sides=[64]",
+    "data.test_transforms.resize.max_long_side=96",
+]
+
+
+def data_config(name: str, data_dir: Path, overrides: list[str] = ()):
+    """Compose only the data group (plus paths.data_dir), as the training config would."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(overrides=[f"+data={name}", f"+paths.data_dir={data_dir}", *overrides])
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes"), [("synthetic", 59), ("mhp", 59), ("densepose", 15)]
+)
+def test_configs_carry_the_keys_the_model_reads(tmp_path, name, num_classes):
+    cfg = data_config(name, tmp_path)
+    assert cfg.data.num_classes == num_classes and cfg.data.dataset_name == name
+    assert str(cfg.data.data_dir).startswith(str(tmp_path))
+    assert cfg.data.train_transforms.flip.dataset == name
+
+
+def test_synthetic_generated_once_and_loaders(tmp_path):
+    cfg = data_config("synthetic", tmp_path, TINY_SYNTHETIC)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    root = Path(cfg.data.data_dir)
+    listing = sorted(p.name for p in (root / "train/images").iterdir())
+    assert listing == ["1.jpg", "2.jpg", "3.jpg"]
+    stamp_time = (root / "synthetic.json").stat().st_mtime_ns
+    instantiate(cfg.data).prepare_data()  # same recipe: nothing rewritten
+    assert (root / "synthetic.json").stat().st_mtime_ns == stamp_time
+
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    images, parsing = batch["images"], batch["parsing"]
+    assert images.shape[:2] == (2, 3) and images.dtype == torch.float32
+    assert images.shape[2] % 32 == 0 and images.shape[3] % 32 == 0
+    assert all(p.dtype == torch.uint8 and p.shape[1:] == images.shape[2:] for p in parsing)
+    val = next(iter(datamodule.val_dataloader()))
+    for maps, meta in zip(val["parsing"], val["metas"]):
+        assert tuple(maps.shape[1:]) == meta["ori_size"] and meta["flipped"] is False
+        assert meta["dataset"] == "synthetic"
+
+
+def test_synthetic_recipe_change_regenerates_and_limits(tmp_path):
+    cfg = data_config("synthetic", tmp_path, TINY_SYNTHETIC)
+    instantiate(cfg.data).prepare_data()
+    cfg = data_config(
+        "synthetic",
+        tmp_path,
+        [*TINY_SYNTHETIC, "data.num_train=2", "data.generator.max_persons=1", "data.limit_val=1"],
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    root = Path(cfg.data.data_dir)
+    assert sorted(p.name for p in (root / "train/images").iterdir()) == ["1.jpg", "2.jpg"]
+    assert all(
+        name.split("_")[1] == "01"
+        for name in (p.name for p in (root / "train/parsing_annos").iterdir())
+    )
+    datamodule.setup("validate")
+    assert len(datamodule.datasets["val"]) == 1
+
+
+def test_synthetic_refuses_foreign_folder(tmp_path):
+    cfg = data_config("synthetic", tmp_path, TINY_SYNTHETIC)
+    root = Path(cfg.data.data_dir)
+    root.mkdir(parents=True)
+    (root / "precious.txt").write_text("not ours")
+    with pytest.raises(DataRootError, match="refusing"):
+        instantiate(cfg.data).prepare_data()
+
+
+def test_missing_real_roots_explain_layout(tmp_path):
+    for name, expected in (("mhp", "parsing_annos"), ("densepose", "dp_masks")):
+        datamodule = instantiate(data_config(name, tmp_path).data)
+        with pytest.raises(DataRootError, match="synthetic") as info:
+            datamodule.prepare_data()
+        assert expected in str(info.value)
+
+
+def test_mhp_and_densepose_trees_load(tmp_path):
+    parsing = np.zeros((2, 40, 48), np.uint8)
+    parsing[0, 5:20, 5:15], parsing[1, 10:30, 20:40] = 5, 24
+    for split in ("train", "val"):
+        write_mhp_tree(
+            tmp_path / "LV-MHP-v2",
+            [{"image_id": "1", "image": random_image(40, 48), "parsing": parsing}],
+            split,
+        )
+    cfg = data_config(
+        "mhp",
+        tmp_path,
+        ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false"],
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    batch = next(iter(datamodule.val_dataloader()))
+    assert torch.equal(batch["parsing"][0], torch.from_numpy(parsing))
+
+    frame = np.zeros((256, 256), np.uint8)
+    frame[:, :128] = 1
+    sample = {
+        "id": 1,
+        "file_name": "1.jpg",
+        "image": random_image(40, 48),
+        "persons": [{"bbox": [2, 3, 20, 30], "parts_256": frame}],
+    }
+    for ann, folder in (("train", "train2014"), ("minival", "val2014")):
+        write_densepose_json(
+            tmp_path / f"densepose_coco/annotations/densepose_coco_2014_{ann}.json",
+            tmp_path / "densepose_coco" / folder,
+            [sample],
+        )
+    cfg = data_config(
+        "densepose",
+        tmp_path,
+        ["data.num_workers=0", "data.persistent_workers=false", "data.pin_memory=false"],
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["images"].shape[0] == 1 and batch["parsing"][0].max() == 1
+
+
+def test_num_classes_mismatch_is_a_config_error(tmp_path):
+    with pytest.raises(Exception, match="num_classes=15"):  # hydra wraps the ValueError
+        instantiate(data_config("synthetic", tmp_path, ["data.num_classes=15"]).data)
