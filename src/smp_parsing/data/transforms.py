@@ -62,13 +62,15 @@ def resize_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of ``N x H x W`` maps to ``N x height x width`` in one OpenCV call.
 
     OpenCV resizes up to 512 channels at once; maps are moved to the channel axis for that.
+    ``INTER_NEAREST_EXACT`` samples at pixel centres like the bilinear image resize does, so maps
+    and image stay aligned (plain ``INTER_NEAREST`` shifts by up to half a source pixel).
     """
     if len(maps) == 0:
         return np.zeros((0, height, width), maps.dtype)
     out = np.empty((len(maps), height, width), maps.dtype)
     for start in range(0, len(maps), 512):
         chunk = np.ascontiguousarray(maps[start : start + 512].transpose(1, 2, 0))
-        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_NEAREST)
+        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
         out[start : start + 512] = resized.reshape(height, width, -1).transpose(2, 0, 1)
     return out
 
@@ -77,7 +79,8 @@ class RandomShortSideResize(A.DualTransform):
     """Keep-ratio resize: short side drawn from ``short_sides``, long side at most ``max_long_side``.
 
     The scale is ``min(short / min(H, W), max_long_side / max(H, W))`` and the new size is rounded
-    as mmdetection does (``int(x * scale + 0.5)``). Images use ``interpolation``, masks nearest.
+    as mmdetection does (``int(x * scale + 0.5)``). Images use ``interpolation``, masks nearest
+    neighbour at pixel centres (``INTER_NEAREST_EXACT``).
 
     Args:
         short_sides: Candidate short sides (one is drawn per call; a single value = fixed size).
@@ -112,7 +115,7 @@ class RandomShortSideResize(A.DualTransform):
         return cv2.resize(img, (size[1], size[0]), interpolation=self.interpolation)
 
     def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
-        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
     def apply_to_masks(self, masks: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
         return resize_maps(np.asarray(masks), *size)
@@ -151,10 +154,13 @@ class HorizontalFlipWithClassSwap(A.DualTransform):
         return np.ascontiguousarray(img[:, ::-1])
 
     def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
-        return self.lut[mask[:, ::-1]]
+        return cv2.flip(cv2.LUT(np.ascontiguousarray(mask, np.uint8), self.lut), 1)
 
     def apply_to_masks(self, masks: np.ndarray, **params: Any) -> np.ndarray:
-        return self.lut[np.asarray(masks)[:, :, ::-1]]
+        masks = np.ascontiguousarray(masks, np.uint8)
+        # All maps at once: stacked as (N*H) x W rows, a left-right flip of the stack flips each map.
+        rows = masks.reshape(-1, masks.shape[-1])
+        return cv2.flip(cv2.LUT(rows, self.lut), 1).reshape(masks.shape)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("dataset", "flip_pairs")
