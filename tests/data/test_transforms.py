@@ -182,5 +182,7 @@ def test_no_person_image_goes_through():
 
 def test_resize_maps_matches_per_map_resize():
     maps = np.random.default_rng(0).integers(0, 59, (5, 13, 17)).astype(np.uint8)
-    expected = np.stack([cv2.resize(m, (29, 7), interpolation=cv2.INTER_NEAREST_EXACT) for m in maps])
+    expected = np.stack(
+        [cv2.resize(m, (29, 7), interpolation=cv2.INTER_NEAREST_EXACT) for m in maps]
+    )
     np.testing.assert_array_equal(resize_maps(maps, 7, 29), expected)
