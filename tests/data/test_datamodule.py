@@ -152,3 +152,11 @@ def test_mhp_and_densepose_trees_load(tmp_path):
 def test_num_classes_mismatch_is_a_config_error(tmp_path):
     with pytest.raises(Exception, match="num_classes=15"):  # hydra wraps the ValueError
         instantiate(data_config("synthetic", tmp_path, ["data.num_classes=15"]).data)
+
+
+def test_synthetic_yaml_states_the_generator_defaults(tmp_path):
+    """conf/data/synthetic.yaml lists every knob; its values are the class defaults (no drift)."""
+    from smp_parsing.data.synthetic import SyntheticMHPGenerator
+
+    from_yaml = instantiate(data_config("synthetic", tmp_path).data.generator)
+    assert vars(from_yaml) == vars(SyntheticMHPGenerator())

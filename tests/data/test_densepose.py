@@ -88,6 +88,9 @@ def test_bad_inputs(densepose, tmp_path):
         DensePoseParsingDataset(ann_file, image_root)[0]
     dataset = DensePoseParsingDataset(ann_file, image_root, on_bad_sample="skip")
     assert dataset[0] is None and dataset.tracker.num_skipped == 1
+    (image_root / "a.jpg").unlink()
+    with pytest.raises(BadSampleError, match=r"a\.jpg: image of COCO id 42 .* is missing"):
+        DensePoseParsingDataset(ann_file, image_root)[1]
     cv2.imwrite(str(image_root / "a.jpg"), np.zeros((40, 64, 3), np.uint8))
     with pytest.raises(BadSampleError, match=r"a\.jpg: image size 64x40"):
         DensePoseParsingDataset(ann_file, image_root)[1]

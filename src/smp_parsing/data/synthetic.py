@@ -22,6 +22,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import math
 import time
@@ -131,7 +132,7 @@ class SyntheticMHPGenerator:
         aspect_range: Sequence[float] = (0.75, 1.0),
         min_persons: int = 1,
         max_persons: int = 8,
-        scale_range: Sequence[float] = (0.2, 0.95),
+        scale_range: Sequence[float] = (0.25, 0.95),
         occlusion: float = 0.3,
         texture_strength: float = 0.35,
         background_clutter: float = 6.0,
@@ -406,7 +407,7 @@ class SyntheticMHPGenerator:
             name, sign = "rl"[side], SIDE_SIGN[side]
             ankle = j[f"{name}_ankle"]
             centre = ankle + pt(sign * 0.2, 0.1) * u
-            axes = (max(2, int(0.38 * u)), max(1, int(0.2 * u)))
+            axes = (max(2, int(0.42 * u)), max(1, int(0.22 * u)))
             layers.append(
                 Layer(
                     SHOE[side],
@@ -460,7 +461,7 @@ class SyntheticMHPGenerator:
             hand_centre = (
                 wrist + (wrist - elbow) / max(np.linalg.norm(wrist - elbow), 1e-6) * 0.22 * u
             )
-            radius = max(2, int(round(0.27 * u)))
+            radius = max(2, int(round(0.3 * u)))
             layers.append(
                 Layer(
                     HAND[side],
@@ -697,24 +698,32 @@ def is_generated(root: str | Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: write a synthetic MHP v2 tree and print how long it took."""
+    """CLI: write a synthetic MHP v2 tree and print how long it took.
+
+    Generator knobs left out keep the defaults of :class:`SyntheticMHPGenerator` (the same as
+    ``conf/data/synthetic.yaml``).
+    """
+    defaults = inspect.signature(SyntheticMHPGenerator).parameters
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, type=Path, help="output folder")
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=200)
-    parser.add_argument("--size", type=int, default=384, help="long side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-persons", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="processes used to render")
+    parser.add_argument("--size", type=int, default=defaults["size"].default, help="long side (px)")
+    parser.add_argument("--max-persons", type=int, default=defaults["max_persons"].default)
+    low, high = defaults["scale_range"].default
     parser.add_argument(
-        "--min-scale", type=float, default=0.2, help="smallest figure height / image height"
+        "--min-scale", type=float, default=low, help="smallest figure height / image height"
     )
     parser.add_argument(
-        "--max-scale", type=float, default=0.95, help="largest figure height / image height"
+        "--max-scale", type=float, default=high, help="largest figure height / image height"
     )
-    parser.add_argument("--occlusion", type=float, default=0.3)
-    parser.add_argument("--texture-strength", type=float, default=0.35)
+    parser.add_argument("--occlusion", type=float, default=defaults["occlusion"].default)
+    parser.add_argument(
+        "--texture-strength", type=float, default=defaults["texture_strength"].default
+    )
     parser.add_argument("--no-pose", action="store_true", help="do not write pose_annos/*.mat")
-    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     generator = SyntheticMHPGenerator(
         size=args.size,
