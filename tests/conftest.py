@@ -169,5 +169,8 @@ def trained_run(synthetic_root, tmp_path_factory):
     from smp_parsing.train import train
 
     run_dir = tmp_path_factory.mktemp("trained_run")
-    train(compose_config("train", tiny_train_overrides(synthetic_root), run_dir))
+    # every logger (CSV, TensorBoard, offline W&B) so that the logging paths run once, with the
+    # prediction images of the image-logging callback
+    overrides = tiny_train_overrides(synthetic_root, "logger=many_loggers", "tags=[tiny]")
+    train(compose_config("train", overrides, run_dir))
     return run_dir

@@ -1,0 +1,147 @@
+"""``smp_parsing.train``: every experiment trains a couple of steps; stages; errors; summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import (
+    CONF_DIR,
+    TINY_DATA_COMMON,
+    TINY_NET_OVERRIDES,
+    TINY_TRAINER_OVERRIDES,
+    compose_config,
+    tiny_data_overrides,
+    tiny_train_overrides,
+)
+from smp_parsing.train import get_metric_value, train
+
+# Each run takes ~15 s here; the paper rows that only differ in backbone depth / DCN / schedule
+# from densepose_r101_dcn (which covers data set, classes, DCN and grids) run with `make test-full`.
+FAST_EXPERIMENTS = ("synthetic", "densepose_r101_dcn")
+EXPERIMENTS = [
+    name if name in FAST_EXPERIMENTS else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+]
+
+
+def write_tiny_densepose(root: Path) -> Path:
+    """A DensePose-COCO folder (train + minival json, COCO-style image dirs) of 4 + 2 images."""
+    from data.builders import random_image, write_densepose_json
+
+    frame = np.zeros((256, 256), np.uint8)
+    frame[:64, 64:192] = 14  # head
+    frame[64:160, 48:208] = 1  # torso
+    frame[160:, 48:128] = 6  # upper-leg-right
+    frame[160:, 128:208] = 7  # upper-leg-left
+    for split, images, count in (("train", "train2014", 4), ("minival", "val2014", 2)):
+        samples = [
+            {"id": i + 1, "file_name": f"{split}_{i}.jpg", "image": random_image(72, 96, i),
+             "persons": [{"bbox": [4.0 + 8 * i, 4.0, 30.0, 60.0], "parts_256": frame},
+                         {"bbox": [50.0, 10.0, 24.0, 50.0], "parts_256": frame}]}
+            for i in range(count)
+        ]  # fmt: skip
+        write_densepose_json(
+            root / "annotations" / f"densepose_coco_2014_{split}.json", root / images, samples
+        )
+    return root
+
+
+def experiment_overrides(name: str, synthetic_root: Path, tmp_path: Path) -> list[str]:
+    """Keep the experiment's data set, model structure and recipe; shrink sizes and steps."""
+    if name == "synthetic":
+        data = tiny_data_overrides(synthetic_root)
+    elif name.startswith("densepose"):
+        (tmp_path / "annotations").mkdir()
+        data = [f"data.data_dir={write_tiny_densepose(tmp_path)}", *TINY_DATA_COMMON]
+    else:  # MHP v2: the synthetic set is written in the MHP v2 layout
+        data = [f"data.data_dir={synthetic_root}", *TINY_DATA_COMMON]
+    return [f"experiment={name}", *TINY_NET_OVERRIDES, *data, *TINY_TRAINER_OVERRIDES]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_trains_and_validates(name, synthetic_root, tmp_path) -> None:
+    cfg = compose_config("train", experiment_overrides(name, synthetic_root, tmp_path), tmp_path)
+    metric_dict, objects = train(cfg)
+    for key in ("train/loss", "train/loss_center", "train/loss_part", "train/loss_mask",
+                "train/loss_offset", "val/APp50", "val/APpvol", "val/PCP50", "val/mIoU",
+                "val/APpvol_best"):  # fmt: skip
+        assert key in metric_dict, key
+        assert torch.isfinite(torch.as_tensor(metric_dict[key]))
+    assert objects["trainer"].global_step == 2
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert Path(summary["last_model_path"]).is_file()
+    assert summary["best_model_path"] and Path(summary["best_model_path"]).is_file()
+    assert summary["val"]["APp50"] == pytest.approx(float(metric_dict["val/APp50"]))
+    net = objects["model"].net
+    assert net.num_classes == cfg.data.num_classes
+    # the checkpoint carries what evaluate/predict need to rebuild the network
+    ckpt = torch.load(summary["last_model_path"], weights_only=True)
+    assert ckpt["smp_model_config"]["net"]["num_classes"] == cfg.data.num_classes
+    assert ckpt["hyper_parameters"]["stage"] == "main"
+
+
+def test_mir_stage_trains_only_mir_from_a_main_checkpoint(trained_run, synthetic_root,
+                                                          tmp_path) -> None:  # fmt: skip
+    main_ckpt = trained_run / "checkpoints" / "last.ckpt"
+    cfg = compose_config(
+        "train", tiny_train_overrides(synthetic_root, "stage=mir", f"ckpt_path={main_ckpt}"),
+        tmp_path,
+    )  # fmt: skip
+    assert cfg.mir_stage.max_epochs == 6  # the paper's 6 MIR epochs (one here, for time)
+    cfg.mir_stage.max_epochs = 1
+    metric_dict, objects = train(cfg)
+    model = objects["model"]
+    assert model.hparams.stage == "mir" and model.net.mir_head is not None
+    assert objects["trainer"].max_epochs == 1
+    assert "train/loss_mir" in metric_dict
+    before = torch.load(main_ckpt, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    mir_keys = [k for k in after if k.startswith("net.mir_head.")]
+    assert mir_keys and all(k not in before for k in mir_keys)
+    # every weight outside MIR is exactly the main stage's (frozen, BN statistics included)
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt",
+                      weights_only=True)["hyper_parameters"]["stage"] == "mir"  # fmt: skip
+
+
+@pytest.mark.slow
+def test_main_then_mir_in_one_job(synthetic_root, tmp_path) -> None:
+    cfg = compose_config(
+        "train", tiny_train_overrides(synthetic_root, "stage=main_mir", "mir_stage.max_epochs=1"),
+        tmp_path,
+    )  # fmt: skip
+    train(cfg)
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(summary["stages"]) == ["main", "mir"]
+    assert summary["stage"] == "mir"
+    assert (
+        Path(summary["stages"]["mir"]["last_model_path"]).parent == tmp_path / "checkpoints" / "mir"
+    )
+
+
+def test_train_errors_are_clear(synthetic_root, tmp_path) -> None:
+    cfg = compose_config("train", tiny_train_overrides(synthetic_root, "stage=mir"), tmp_path)
+    with pytest.raises(ValueError, match="stage=mir trains MIR on top of a trained network"):
+        train(cfg)
+    cfg = compose_config(
+        "train", tiny_train_overrides(synthetic_root, f"ckpt_path={tmp_path}/none.ckpt"), tmp_path
+    )
+    with pytest.raises(FileNotFoundError, match="none.ckpt: no such checkpoint file"):
+        train(cfg)
+    cfg = compose_config("train", tiny_train_overrides(synthetic_root, "stage=both"), tmp_path)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        train(cfg)
+
+
+def test_optimized_metric_for_optuna() -> None:
+    metrics = {"val/APpvol_best": torch.tensor(0.25), "val/APp50": 0.5}
+    assert get_metric_value(metrics, "val/APpvol_best") == 0.25
+    assert get_metric_value(metrics, None) is None
+    with pytest.raises(KeyError, match="available: \\['val/APp50', 'val/APpvol_best'\\]"):
+        get_metric_value(metrics, "val/nope")
