@@ -121,6 +121,8 @@ class SyntheticMHPGenerator:
         accessories: Optional items (``cap/hat``, ``sunglasses``, ``belt``, ``carrybag``, ``scarf``).
         accessory_prob: Probability of each accessory on a figure.
         long_sleeve_prob: Probability that sleeves cover the whole arm (no arm class visible).
+        extremity_scale: Size of head (face, hair, hat, glasses), hands and shoes relative to
+            natural proportions; above 1 makes the smallest parts easier to segment.
         noise_std: Standard deviation of the pixel noise added to the image (0..255 scale).
         write_pose: Also write ``pose_annos/<id>.mat``.
         jpeg_quality: JPEG quality of the images.
@@ -141,6 +143,7 @@ class SyntheticMHPGenerator:
         accessories: Sequence[str] = ACCESSORIES,
         accessory_prob: float = 0.25,
         long_sleeve_prob: float = 0.25,
+        extremity_scale: float = 1.25,
         noise_std: float = 4.0,
         write_pose: bool = True,
         jpeg_quality: int = 92,
@@ -176,6 +179,7 @@ class SyntheticMHPGenerator:
         self.accessories = tuple(accessories)
         self.accessory_prob = float(accessory_prob)
         self.long_sleeve_prob = float(long_sleeve_prob)
+        self.extremity_scale = float(extremity_scale)
         self.noise_std = float(noise_std)
         self.write_pose = bool(write_pose)
         self.jpeg_quality = int(jpeg_quality)
@@ -205,7 +209,7 @@ class SyntheticMHPGenerator:
         for person, skeleton in enumerate(skeletons, start=1):
             for layer in self._figure_layers(rng, skeleton, textures):
                 self._paint(layer, person, image, class_map, person_map, texture_map)
-            self._draw_face_details(rng, skeleton, image, person_map, person)
+            self._draw_face_details(skeleton, image)
 
         image = self._apply_textures(image, texture_map, np.stack(textures))
         image = cv2.GaussianBlur(image, (3, 3), 0.6)
@@ -314,7 +318,8 @@ class SyntheticMHPGenerator:
                         joints = {k: v * unit + offset for k, v in pose.items()}
                         placed.append((box, Skeleton(joints, unit)))
                         break
-                scale *= 0.85  # smaller figures fit more easily
+                # Smaller figures fit more easily, but never below the configured smallest scale.
+                scale = max(scale * 0.85, self.scale_range[0])
         placed.sort(key=lambda item: item[0][3])  # feet lower in the image = nearer = painted later
         return [skeleton for _, skeleton in placed]
 
@@ -407,7 +412,10 @@ class SyntheticMHPGenerator:
             name, sign = "rl"[side], SIDE_SIGN[side]
             ankle = j[f"{name}_ankle"]
             centre = ankle + pt(sign * 0.2, 0.1) * u
-            axes = (max(2, int(0.42 * u)), max(1, int(0.22 * u)))
+            axes = (
+                max(2, int(0.42 * u * self.extremity_scale)),
+                max(1, int(0.22 * u * self.extremity_scale)),
+            )
             layers.append(
                 Layer(
                     SHOE[side],
@@ -461,7 +469,7 @@ class SyntheticMHPGenerator:
             hand_centre = (
                 wrist + (wrist - elbow) / max(np.linalg.norm(wrist - elbow), 1e-6) * 0.22 * u
             )
-            radius = max(2, int(round(0.3 * u)))
+            radius = max(2, int(round(0.3 * u * self.extremity_scale)))
             layers.append(
                 Layer(
                     HAND[side],
@@ -481,48 +489,60 @@ class SyntheticMHPGenerator:
                 wears.discard("carrybag")
 
         # Head: hair behind and above the face, then face, then what sits on it.
-        head = j["head_top"]
+        head_unit = u * self.extremity_scale
+        head_centre = j["head_top"] + pt(0, 0.6) * u
+
+        def hp(x: float, y: float) -> np.ndarray:
+            """Head point given in head units from the head top, scaled about the head centre."""
+            return head_centre + (pt(x, y) - pt(0, 0.6)) * head_unit
+
         hair_style = rng.integers(3)  # 0 bald/short, 1 medium, 2 long (falls beside the neck)
         if hair_style > 0:
             hair = Layer(HAIR, HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))])
             hair.ellipses.append(
                 (
-                    tuple(np.round(head + pt(0, 0.5) * u).astype(int)),
-                    (int(0.47 * u), int(0.52 * u)),
+                    tuple(np.round(hp(0, 0.5)).astype(int)),
+                    (int(0.47 * head_unit), int(0.52 * head_unit)),
                     0.0,
                 )
             )
             if hair_style == 2:
-                hair.polygons.append(poly(head + pt(-0.47, 0.5) * u, head + pt(0.47, 0.5) * u,
-                                          head + pt(0.5, 1.5) * u, head + pt(-0.5, 1.5) * u))  # fmt: skip
+                hair.polygons.append(poly(hp(-0.47, 0.5), hp(0.47, 0.5),
+                                          hp(0.5, 1.5), hp(-0.5, 1.5)))  # fmt: skip
             layers.append(hair)
-        face_centre = tuple(np.round(head + pt(0, 0.6 + 0.07 * (hair_style > 0)) * u).astype(int))
+        face_centre = tuple(np.round(hp(0, 0.6 + 0.07 * (hair_style > 0))).astype(int))
         layers.append(
             Layer(
                 FACE,
                 skin,
-                ellipses=[(face_centre, (max(2, int(0.36 * u)), max(2, int(0.46 * u))), 0.0)],
+                ellipses=[
+                    (
+                        face_centre,
+                        (max(2, int(0.36 * head_unit)), max(2, int(0.46 * head_unit))),
+                        0.0,
+                    )
+                ],
             )
         )
         if "cap/hat" in wears:
             crown = (
-                tuple(np.round(head + pt(0, 0.32) * u).astype(int)),
-                (int(0.46 * u), int(0.3 * u)),
+                tuple(np.round(hp(0, 0.32)).astype(int)),
+                (int(0.46 * head_unit), int(0.3 * head_unit)),
                 0.0,
             )
             brim = poly(
-                head + pt(-0.6, 0.25) * u,
-                head + pt(0.6, 0.25) * u,
-                head + pt(0.6, 0.38) * u,
-                head + pt(-0.6, 0.38) * u,
+                hp(-0.6, 0.25),
+                hp(0.6, 0.25),
+                hp(0.6, 0.38),
+                hp(-0.6, 0.38),
             )
             layers.append(Layer(class_id("cap/hat"), cloth(), ellipses=[crown], polygons=[brim]))
         if "sunglasses" in wears:
             glasses = poly(
-                head + pt(-0.33, 0.47) * u,
-                head + pt(0.33, 0.47) * u,
-                head + pt(0.33, 0.62) * u,
-                head + pt(-0.33, 0.62) * u,
+                hp(-0.33, 0.47),
+                hp(0.33, 0.47),
+                hp(0.33, 0.62),
+                hp(-0.33, 0.62),
             )
             layers.append(
                 Layer(class_id("sunglasses"), np.full(3, 25, np.float32), polygons=[glasses])
@@ -553,33 +573,20 @@ class SyntheticMHPGenerator:
             for centre, axes, angle in layer.ellipses:
                 cv2.ellipse(canvas, centre, axes, angle, 0, 360, value, -1)
 
-    @staticmethod
-    def _draw_face_details(
-        rng: np.random.Generator,
-        skeleton: Skeleton,
-        image: np.ndarray,
-        person_map: np.ndarray,
-        person: int,
-    ) -> None:
+    def _draw_face_details(self, skeleton: Skeleton, image: np.ndarray) -> None:
         """Eyes and mouth (image only): a face that reads as a face, seen from the front."""
-        head, u = skeleton.joints["head_top"], skeleton.unit
-        if u < 6:
+        u = skeleton.unit
+        head_unit = u * self.extremity_scale
+        if head_unit < 6:
             return
-        radius = max(1, int(0.06 * u))
+        face_centre = skeleton.joints["head_top"] + np.array([0.0, 0.6]) * u
+        radius = max(1, int(0.06 * head_unit))
         for dx in (-0.15, 0.15):
-            centre = tuple(np.round(head + np.array([dx, 0.58]) * u).astype(int))
+            centre = tuple(np.round(face_centre + np.array([dx, 0.0]) * head_unit).astype(int))
             cv2.circle(image, centre, radius, (30.0, 25.0, 25.0), -1)
-        mouth = tuple(np.round(head + np.array([0.0, 0.85]) * u).astype(int))
-        cv2.ellipse(
-            image,
-            mouth,
-            (max(1, int(0.12 * u)), max(1, int(0.04 * u))),
-            0,
-            0,
-            360,
-            (150.0, 60.0, 60.0),
-            -1,
-        )
+        mouth = tuple(np.round(face_centre + np.array([0.0, 0.25]) * head_unit).astype(int))
+        axes = (max(1, int(0.12 * head_unit)), max(1, int(0.04 * head_unit)))
+        cv2.ellipse(image, mouth, axes, 0, 0, 360, (150.0, 60.0, 60.0), -1)
 
     @staticmethod
     def _apply_textures(
