@@ -7,16 +7,8 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_DATA_COMMON, compose_config, tiny_data_overrides
+from conftest import LOW_THRESHOLDS, TINY_DATA_COMMON, compose_config, tiny_data_overrides
 from smp_parsing.evaluate import evaluate, format_metrics_table
-
-# A freshly initialised network scores nothing above the paper's thresholds; these make it emit
-# persons so that the metrics are not all zero (the weights stay valid: decode-only settings).
-LOW_THRESHOLDS = [
-    "+model_overrides.net.test_cfg.ctr_score_thr=0.0",
-    "+model_overrides.net.test_cfg.cate_score_thr=0.0",
-    "+model_overrides.net.test_cfg.update_thr=0.0",
-]
 
 
 def eval_overrides(run_dir, synthetic_root, *extra: str) -> list[str]:

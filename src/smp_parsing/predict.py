@@ -125,23 +125,23 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     transforms = hydra.utils.instantiate(cfg.data.test_transforms)
     dataset = cfg.data.get("dataset_name", "mhp")
 
-    predictions: dict[str, dict[str, torch.Tensor]] = {}
     overlay_dir = out_dir / "overlays"
     if cfg.overlays:
         overlay_dir.mkdir(parents=True, exist_ok=True)
+    num_persons = 0
     for file, rgb, pred in predict_images(model, transforms, files, cfg.batch_size, device):
-        predictions[file.stem] = pred
+        # written image by image: memory stays flat whatever the folder size
+        write_prediction_dir(out_dir, file.stem, pred["parsing"], pred["scores"])
+        num_persons += int(pred["parsing"].shape[0])
         if cfg.overlays:
             picture = vis.render_prediction(rgb, pred, dataset=dataset)
             cv2.imwrite(str(overlay_dir / f"{file.stem}.png"), picture[..., ::-1])
-    write_prediction_dir(out_dir, predictions)
-    num_persons = sum(int(p["parsing"].shape[0]) for p in predictions.values())
     log.info("Parsed %d images (%d persons) into %s", len(files), num_persons, out_dir)
     print(f"Predictions: {out_dir} ({len(files)} images, {num_persons} persons)")
     if cfg.overlays:
         print(f"Overlays:    {overlay_dir}")
     metric_dict = {"num_images": len(files), "num_persons": num_persons, "output": str(out_dir)}
-    return metric_dict, {"cfg": cfg, "model": model, "predictions": predictions}
+    return metric_dict, {"cfg": cfg, "model": model}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict.yaml")

@@ -1,0 +1,72 @@
+"""``smp_parsing.predict``: MHP-layout person PNGs + scores.json + overlays, scorable offline.
+
+The end-to-end check of the framework: the tiny run of ``trained_run`` (train) is evaluated
+(``evaluate``) and run on the val images (``predict``); scoring the prediction folder with
+``smp_parsing.metrics.evaluate_dirs`` must give exactly the metrics ``evaluate`` reported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import cv2
+import pytest
+
+from conftest import LOW_THRESHOLDS, compose_config, tiny_data_overrides
+from smp_parsing.evaluate import evaluate
+from smp_parsing.metrics.evaluate_dirs import evaluate_dirs
+from smp_parsing.predict import list_images, predict
+
+PERSON_FILE = re.compile(r"^(?P<id>.+)_(?P<nn>\d{2})_(?P<kk>\d{2})\.png$")
+
+
+def test_train_evaluate_predict_agree(trained_run, synthetic_root, tmp_path) -> None:
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    common = [f"ckpt_path={ckpt}", *tiny_data_overrides(synthetic_root), *LOW_THRESHOLDS,
+              "extras.print_config=false"]  # fmt: skip
+    # batch of one on both sides: the network sees the same padded inputs
+    cfg = compose_config("eval", [*common, "split=val", "data.eval_batch_size=1"], tmp_path / "ev")
+    metric_dict, _ = evaluate(cfg)
+
+    images = synthetic_root / "val" / "images"
+    out = tmp_path / "pred"
+    cfg = compose_config("predict", [*common, f"input={images}", f"output={out}"], tmp_path / "pr")
+    result, _ = predict(cfg)
+    ids = sorted(p.stem for p in images.iterdir())
+    assert result["num_images"] == len(ids) and result["num_persons"] > 0
+
+    # MHP layout: <id>_<NN>_<kk>.png, NN = persons of the image, kk = 1..NN; class id in R
+    scores = json.loads((out / "scores.json").read_text())
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == result["num_persons"] == len(scores)
+    for name in pngs:
+        m = PERSON_FILE.match(name)
+        assert m and m["id"] in ids and 1 <= int(m["kk"]) <= int(m["nn"])
+        png = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(str(images / f"{m['id']}.jpg"))
+        assert png.shape[:2] == image.shape[:2]  # original image size
+    overlays = sorted(p.stem for p in (out / "overlays").glob("*.png"))
+    assert overlays == ids
+    overlay = cv2.imread(str(out / "overlays" / f"{ids[0]}.png"))
+    assert overlay.shape[1] > cv2.imread(str(images / f"{ids[0]}.jpg")).shape[1]  # + legend
+
+    scored = evaluate_dirs(synthetic_root, "val", out, num_classes=59)
+    for key in ("APp50", "APpvol", "PCP50", "mIoU"):
+        assert scored[key] == pytest.approx(metric_dict[f"val/{key}"], abs=1e-6), key
+
+
+def test_predict_input_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such image or folder"):
+        list_images(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image"):
+        list_images(tmp_path / "empty")
+    (tmp_path / "b.png").write_bytes(b"x")
+    (tmp_path / "a.JPG").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
+    from smp_parsing.predict import read_rgb
+
+    with pytest.raises(ValueError, match="b.png: cannot be read as an image"):
+        read_rgb(tmp_path / "b.png")
