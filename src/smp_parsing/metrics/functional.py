@@ -37,10 +37,12 @@ Conventions (where the official code is silent or wrong, see the spec's edge cas
 
 Implementation notes (speed). Person maps are mostly background, so the per-image work skips
 all-background runs of 8 pixels by viewing each ``uint8`` map as ``int64`` words: only words with a
-non-zero byte are expanded (:class:`~smp_parsing.metrics.sparse_maps.SparseMaps`). All prediction/GT pairs of an image are handled at
-once: the pixels where a prediction word and a GT word are both non-zero are gathered for every
-(pred, GT) pair in one go and a single ``bincount`` over (pair, class) gives every pair's per-class
-intersection; the background intersection follows from the foreground counts.
+non-zero byte are expanded (:class:`~smp_parsing.metrics.sparse_maps.SparseMaps`). All
+prediction/GT pairs of an image are handled at once: the pixels where a prediction word and a GT
+word are both non-zero are gathered for every pair in one go, and a single ``bincount`` over
+(pair, class) gives every pair's per-class intersection; the background intersection follows from
+the foreground counts. The semantic maps are painted with one ``scatter_reduce`` each on a compact
+canvas of the words some person touches.
 """
 
 from __future__ import annotations
@@ -161,13 +163,16 @@ def _pair_class_iou(
     flat = pair_gt * pred.word.numel() + pair_word
     gt_bytes = word_bytes(torch.index_select(gt_at_pred_words.view(-1), 0, flat))  # K x 8
     pred_bytes = word_bytes(torch.index_select(pred.values, 0, pair_word))  # K x 8
-    both_fg = (pred_bytes > 0) & (gt_bytes > 0)
-    # Slot of each pixel: its class when both maps agree on a part, C when both are foreground but
-    # disagree, C + 1 (discarded) when either is background.
-    slot = torch.where(pred_bytes == gt_bytes, gt_bytes.long(), c)
-    slot = torch.where(both_fg, slot, c + 1)
+    # Slot of each pixel: its class when both maps agree (0 when both are background: that bin is
+    # never read), C when both are foreground but disagree, C + 1 (discarded) otherwise.
+    # int32 scalars keep the per-pixel arrays at 4 bytes (uint8 operands promote to int32).
+    slot_disagree, slot_discard = _int32_scalars(c, c + 1, device=pred_bytes.device)
+    both_fg = torch.minimum(pred_bytes, gt_bytes) > 0
+    slot = torch.where(
+        pred_bytes == gt_bytes, gt_bytes, torch.where(both_fg, slot_disagree, slot_discard)
+    )
     pair = torch.index_select(pred.row, 0, pair_word) * num_gt + pair_gt
-    code = (pair * (c + 2))[:, None] + slot
+    code = (pair * (c + 2)).int()[:, None] + slot
     counts = torch.bincount(code.reshape(-1), minlength=num_pred * num_gt * (c + 2))
     counts = counts.view(num_pred, num_gt, c + 2)
 
@@ -179,6 +184,11 @@ def _pair_class_iou(
     intersection[..., 0] = area - fg_pred[:, None] - fg_gt[None, :] + both_foreground
     union = pred_hist[:, None, :] + gt_hist[None, :, :] - intersection
     return intersection.double() / union.double()  # 0/0 = NaN for classes in neither map
+
+
+def _int32_scalars(*values: int, device: torch.device) -> list[Tensor]:
+    """0-d int32 tensors (``torch.where`` with Python ints would produce int64 arrays)."""
+    return [torch.tensor(v, dtype=torch.int32, device=device) for v in values]
 
 
 def pair_class_iou(pred: Tensor, gt: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -268,31 +278,34 @@ def _semantic_confusion(
     """``C x C`` semantic confusion from the sparse maps (see :func:`semantic_confusion`)."""
     c = num_classes
     device = scores.device
-    padded_area = gt.num_words * BYTES_PER_WORD
-    # Paint by scatter: a pixel keeps the smallest (rank, value) key of the predictions covering it,
-    # the largest (file index, value) key of the GT persons. Keys pack the value in the low byte.
-    rank = _visiting_rank(scores)
-    no_person = pred.num_maps << 8  # low byte 0: decodes to background
-    pred_bytes = pred.bytes().long()
-    painted = (pred_bytes > 0) & (scores >= score_threshold)[pred.row][:, None]
-    pred_key = torch.where(painted, (rank[pred.row] << 8)[:, None] | pred_bytes, no_person)
-    pred_sem = torch.full((padded_area,), no_person, dtype=torch.long, device=device)
-    pred_sem.scatter_reduce_(0, pred.pixels().reshape(-1), pred_key.reshape(-1), "amin")
-    gt_bytes = gt.bytes().long()
-    gt_key = torch.where(gt_bytes > 0, (gt.row << 8)[:, None] | gt_bytes, 0)
-    gt_sem = torch.zeros(padded_area, dtype=torch.long, device=device)
-    gt_sem.scatter_reduce_(0, gt.pixels().reshape(-1), gt_key.reshape(-1), "amax")
-
-    # Only words where some person is foreground can leave the (background, background) cell.
+    # Only words where some person is foreground can leave the (background, background) cell:
+    # paint into a compact canvas of those words (slot = position among the active words).
     active = torch.zeros(gt.num_words, dtype=torch.bool, device=device)
     active[pred.word] = True
     active[gt.word] = True
-    active_words = torch.nonzero(active)[:, 0]
+    slot = torch.cumsum(active, 0) - 1
+    canvas = int(slot[-1]) + 1 if slot.numel() else 0
     offsets = torch.arange(BYTES_PER_WORD, device=device)
-    pixel = (active_words[:, None] * BYTES_PER_WORD + offsets).reshape(-1)
-    gt_values = torch.index_select(gt_sem, 0, pixel) & 0xFF
-    pred_values = torch.index_select(pred_sem, 0, pixel) & 0xFF
-    confusion = torch.bincount(gt_values * c + pred_values, minlength=c * c).view(c, c)
+
+    # Paint by scatter: a pixel keeps the smallest (rank, value) key of the predictions covering it,
+    # the largest (file index, value) key of the GT persons. Keys pack the value in the low byte;
+    # ``no_person`` (and anything above it) decodes to background.
+    no_person = pred.num_maps << 8
+    row_key = torch.where(scores >= score_threshold, _visiting_rank(scores) << 8, no_person)
+    pred_bytes = pred.bytes()
+    pred_key = torch.where(pred_bytes > 0, row_key.int()[pred.row][:, None] | pred_bytes, no_person)
+    pred_pixel = (slot[pred.word] * BYTES_PER_WORD)[:, None] + offsets
+    pred_sem = torch.full((canvas * BYTES_PER_WORD,), no_person, dtype=torch.int32, device=device)
+    pred_sem.scatter_reduce_(0, pred_pixel.reshape(-1), pred_key.reshape(-1), "amin")
+
+    gt_bytes = gt.bytes()
+    gt_key = torch.where(gt_bytes > 0, (gt.row.int() << 8)[:, None] | gt_bytes, 0)
+    gt_pixel = (slot[gt.word] * BYTES_PER_WORD)[:, None] + offsets
+    gt_sem = torch.zeros(canvas * BYTES_PER_WORD, dtype=torch.int32, device=device)
+    gt_sem.scatter_reduce_(0, gt_pixel.reshape(-1), gt_key.reshape(-1), "amax")
+
+    code = (gt_sem & 0xFF) * c + (pred_sem & 0xFF)
+    confusion = torch.bincount(code, minlength=c * c).view(c, c)
     # The skipped words (and the padding) are background in both maps.
     confusion[0, 0] = gt.area - (confusion.sum() - confusion[0, 0])
     return confusion
