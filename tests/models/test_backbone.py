@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from smp_parsing.models.backbone import PretrainedWeightsError, ResNetBackbone
-from smp_parsing.models.dcn import ModulatedDeformConv2d
+from smp_parsing.models.dcn import ModulatedDeformConv2d, deform_conv2d_sampled
 
 
 def _bn_stats(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -141,3 +141,36 @@ def test_dcn_gradcheck_tiny():
     torch.nn.init.normal_(dcn.conv_offset.weight, std=0.1)
     x = torch.randn(1, 2, 5, 5, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: dcn(t), (x,), eps=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "w_groups", "off_groups", "stride", "padding", "dilation", "with_mask"),
+    [
+        (4, 6, 1, 1, 1, 1, 1, True),
+        (6, 4, 2, 2, 2, 1, 1, True),
+        (6, 6, 3, 3, 1, 2, 2, False),
+        (4, 2, 1, 2, 2, 0, 1, True),
+        (32, 4, 1, 1, 1, 1, 1, True),  # 2 channel chunks of 16 in grid_sample
+        (64, 8, 4, 2, 2, 1, 1, True),  # 2 offset groups x 2 chunks
+    ],
+)
+def test_sampled_deform_conv_equals_torchvision(
+    c_in, c_out, w_groups, off_groups, stride, padding, dilation, with_mask
+):
+    torch.manual_seed(0)
+    x = torch.randn(2, c_in, 7, 9, dtype=torch.double, requires_grad=True)
+    weight = torch.randn(c_out, c_in // w_groups, 3, 3, dtype=torch.double, requires_grad=True)
+    bias = torch.randn(c_out, dtype=torch.double)
+    ho = (7 + 2 * padding - dilation * 2 - 1) // stride + 1
+    wo = (9 + 2 * padding - dilation * 2 - 1) // stride + 1
+    # large offsets: many taps fall outside the image or on its border
+    offset = (3 * torch.randn(2, 2 * off_groups * 9, ho, wo, dtype=torch.double)).requires_grad_()
+    mask = torch.rand(2, off_groups * 9, ho, wo, dtype=torch.double) if with_mask else None
+    kw = dict(stride=(stride, stride), padding=(padding, padding), dilation=(dilation, dilation))
+    ref = torchvision.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    out = deform_conv2d_sampled(x, offset, weight, bias, mask=mask, **kw)
+    torch.testing.assert_close(out, ref)
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, weight, offset))
+    g_out = torch.autograd.grad(out.square().sum(), (x, weight, offset))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b)
