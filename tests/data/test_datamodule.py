@@ -160,3 +160,29 @@ def test_synthetic_yaml_states_the_generator_defaults(tmp_path):
 
     from_yaml = instantiate(data_config("synthetic", tmp_path).data.generator)
     assert vars(from_yaml) == vars(SyntheticMHPGenerator())
+
+
+def test_skip_policy_leaves_bad_samples_out_of_batches(tmp_path):
+    parsing = np.zeros((1, 32, 32), np.uint8)
+    parsing[0, 4:20, 4:20] = 12
+    samples = [
+        {"image_id": str(i), "image": random_image(32, 32, i), "parsing": parsing} for i in range(3)
+    ]
+    for split in ("train", "val"):
+        write_mhp_tree(tmp_path / "LV-MHP-v2", samples, split)
+    (tmp_path / "LV-MHP-v2/val/images/1.jpg").write_bytes(b"\xff\xd8 truncated")
+    overrides = [
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.pin_memory=false",
+        "data.eval_batch_size=3",
+    ]
+    strict = instantiate(data_config("mhp", tmp_path, overrides).data)
+    with pytest.raises(Exception, match=r"1\.jpg: cannot read image"):
+        next(iter(strict.val_dataloader()))
+    lenient = instantiate(
+        data_config("mhp", tmp_path, [*overrides, "data.on_bad_sample=skip"]).data
+    )
+    batch = next(iter(lenient.val_dataloader()))
+    assert batch["image_ids"] == ["0", "2"] and batch["images"].shape[0] == 2
+    assert lenient.datasets["val"].tracker.num_skipped == 1
