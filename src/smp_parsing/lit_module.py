@@ -16,11 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, seed_everything
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, Metric
+
+from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +260,17 @@ class SMPLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model_config is not None:
             checkpoint["smp_model_config"] = self.model_config
+        checkpoint["rng_state"] = collect_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Resuming: continue the random streams where the interrupted run left them, so the
+        # next epochs see the same data order and augmentation. With several processes each rank
+        # re-derives its own stream instead (the checkpoint holds rank 0's only).
+        state = checkpoint.get("rng_state")
+        if state is None or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        if self.trainer.world_size == 1:
+            restore_rng_state(state)
+        else:
+            seed = int(state["torch"][:8].sum()) + self.trainer.global_rank
+            seed_everything(seed % 2**31, workers=True, verbose=False)

@@ -8,6 +8,11 @@ cluster where ``/tmp`` is a local disk or tmpfs, ``shutil.move`` falls back to c
 a job killed mid-copy leaves a truncated ``last.ckpt``. Here every checkpoint is first written to
 a sibling ``<name>.tmp-<pid>`` in the destination directory and then ``os.replace``d over the
 target, which POSIX guarantees to be atomic within one directory.
+
+Lightning 2.6 also refreshes ``last.ckpt`` only when a top-k checkpoint was written in the same
+step, so a run whose monitored metric stopped improving would resume from its best epoch, not its
+latest. Here ``last.ckpt`` is refreshed at every checkpointing point, as ``ckpt_path=last.ckpt``
+resuming requires.
 """
 
 from __future__ import annotations
@@ -20,7 +25,26 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """Drop-in :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with atomic file replacement."""
+    """Drop-in :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with atomic file replacement
+    and a ``last.ckpt`` that always holds the latest state."""
+
+    def _refresh_last(self, trainer: pl.Trainer, on_train_epoch_end: bool) -> None:
+        if (
+            not self.save_last
+            or self._should_skip_saving_checkpoint(trainer)
+            or self._should_save_on_train_epoch_end(trainer) != on_train_epoch_end
+            or self._last_global_step_saved == trainer.global_step
+        ):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer, on_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer, on_train_epoch_end=False)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         tmp_path = f"{filepath}.tmp-{os.getpid()}"

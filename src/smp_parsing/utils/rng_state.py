@@ -1,0 +1,46 @@
+"""Random-generator states stored in checkpoints, so that a resumed run draws what the
+uninterrupted run would have drawn (data order, augmentation) from the next epoch on.
+
+States are kept as tensors and plain Python values only: checkpoints must stay loadable with
+``torch.load(weights_only=True)``, which refuses NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def collect_rng_state() -> dict[str, Any]:
+    """Snapshot of the Python, NumPy, torch CPU (and CUDA, when initialised) generators."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002 (the global state albumentations draws from)
+    py_version, py_internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`collect_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

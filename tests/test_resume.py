@@ -1,0 +1,111 @@
+"""Resume and checkpoint safety: atomic writes; an interrupted run resumed equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config, tiny_train_overrides
+
+from smp_parsing.train import train
+from smp_parsing.utils.callbacks import AtomicModelCheckpoint
+from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
+
+
+def fake_trainer(save):
+    return SimpleNamespace(
+        save_checkpoint=save, is_global_zero=True, global_step=7, loggers=[],
+        strategy=SimpleNamespace(barrier=lambda *a, **k: None),
+    )  # fmt: skip
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old complete checkpoint")
+    seen = {}
+
+    def save(path, weights_only=False):
+        seen["path"] = path
+        assert not target.read_bytes().startswith(b"new")  # the target is never written in place
+        Path(path).write_bytes(b"new complete checkpoint")
+
+    cb = AtomicModelCheckpoint(dirpath=tmp_path)
+    cb._save_checkpoint(fake_trainer(save), str(target))
+    assert Path(seen["path"]).parent == tmp_path and seen["path"] != str(target)
+    assert target.read_bytes() == b"new complete checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
+    assert cb._last_global_step_saved == 7 and cb._last_checkpoint_saved == str(target)
+
+
+def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old complete checkpoint")
+
+    def save(path, weights_only=False):
+        Path(path).write_bytes(b"half a chec")
+        raise OSError("disk full / job killed")
+
+    with pytest.raises(OSError, match="disk full"):
+        AtomicModelCheckpoint(dirpath=tmp_path)._save_checkpoint(fake_trainer(save), str(target))
+    assert target.read_bytes() == b"old complete checkpoint"
+
+
+def test_rng_state_round_trip_and_weights_only_loadable(tmp_path: Path) -> None:
+    state = collect_rng_state()
+    torch.save({"rng_state": state}, tmp_path / "s.pt")
+    loaded = torch.load(tmp_path / "s.pt", weights_only=True)["rng_state"]
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    restore_rng_state(loaded)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected  # noqa: NPY002
+
+
+class CrashAtEpoch(pl.Callback):
+    """Kill the run when epoch ``epoch`` starts (its predecessor's checkpoint is on disk)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"simulated crash at the start of epoch {self.epoch}")
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path) -> None:
+    # Deterministic kernels; the data order comes from the (checkpointed) torch generator. The
+    # train-time augmentation is switched off: albumentations draws from its own generator,
+    # which no checkpoint holds (see the data layer).
+    common = tiny_train_overrides(
+        synthetic_root, "trainer.max_epochs=3", "trainer.deterministic=true",
+        "data.train_transforms.flip=null", "callbacks.image_logger=null",
+    )  # fmt: skip
+    train(compose_config("train", common, tmp_path / "straight"))
+
+    crash = ["+callbacks.crash._target_=test_resume.CrashAtEpoch", "+callbacks.crash.epoch=2"]
+    with pytest.raises(RuntimeError, match="simulated crash at the start of epoch 2"):
+        train(compose_config("train", [*common, *crash], tmp_path / "crashed"))
+    last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4  # 2 epochs x 2 steps
+
+    _, objects = train(compose_config("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed"))
+    assert objects["trainer"].global_step == 6
+
+    a = torch.load(tmp_path / "straight/checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 6
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    momentum_a = a["optimizer_states"][0]["state"]
+    momentum_b = b["optimizer_states"][0]["state"]
+    assert momentum_a.keys() == momentum_b.keys()
+    for key in momentum_a:
+        assert torch.equal(momentum_a[key]["momentum_buffer"], momentum_b[key]["momentum_buffer"])
+    assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 6
+    assert not list((tmp_path / "resumed" / "checkpoints").glob("*.tmp-*"))
+    assert os.path.exists(tmp_path / "resumed" / "metrics.json")
