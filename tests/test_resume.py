@@ -11,8 +11,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, tiny_train_overrides
 
+from conftest import compose_config, tiny_train_overrides
 from smp_parsing.train import train
 from smp_parsing.utils.callbacks import AtomicModelCheckpoint
 from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
@@ -93,7 +93,9 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path) ->
     last = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 4  # 2 epochs x 2 steps
 
-    _, objects = train(compose_config("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed"))
+    _, objects = train(
+        compose_config("train", [*common, f"ckpt_path={last}"], tmp_path / "resumed")
+    )
     assert objects["trainer"].global_step == 6
 
     a = torch.load(tmp_path / "straight/checkpoints/last.ckpt", weights_only=True)
