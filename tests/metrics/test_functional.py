@@ -14,6 +14,7 @@ from smp_parsing.metrics.functional import (
     pair_class_iou,
     pair_scores,
     semantic_confusion,
+    voc_average_precision,
 )
 
 from .cases import (
@@ -24,7 +25,7 @@ from .cases import (
     to_metric_inputs,
     worked_example,
 )
-from .reference import ReferenceImage, reference_metrics
+from .reference import ReferenceImage, reference_metrics, voc_ap
 from .reference import pair_class_iou as reference_pair_iou
 
 THRESHOLD_NAMES = [f"{k / 10:g}" for k in range(1, 10)]
@@ -203,3 +204,16 @@ def test_ties_follow_arrival_order_without_ids():
     images = [ReferenceImage(p["parsing"].numpy(), p["scores"].double().numpy(), t["parsing"].numpy())
               for p, t in zip(hit_first[::-1], target[::-1])]  # fmt: skip
     assert reference_metrics(images, 3)["APp50"] == 0.5
+
+
+def test_voc_average_precision_equals_the_loop_version():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        num_det, num_gt = int(rng.integers(1, 30)), int(rng.integers(1, 20))
+        flags = torch.from_numpy(rng.random((num_det, 3)) < 0.4)
+        ap = voc_average_precision(flags, num_gt)
+        for t in range(3):
+            tp = flags[:, t].numpy().astype(np.float64)
+            cum_tp, cum_fp = np.cumsum(tp), np.cumsum(1 - tp)
+            expected = voc_ap(list(cum_tp / num_gt), list(cum_tp / (cum_tp + cum_fp)))
+            assert abs(ap[t].item() - expected) <= 1e-12

@@ -120,9 +120,9 @@ class ParsingMetrics(Metric):
             if "parsing" not in gt:
                 raise ValueError(f"{where}: target entry has no 'parsing' key")
             stats = image_statistics(
-                pred["parsing"].to(self.device),
-                torch.as_tensor(pred["scores"]).to(self.device),
-                gt["parsing"].to(self.device),
+                torch.as_tensor(pred["parsing"], device=self.device),
+                _scores_tensor(pred["scores"], self.device),
+                torch.as_tensor(gt["parsing"], device=self.device),
                 self.num_classes,
                 self.thresholds,
                 self.score_threshold_miou,
@@ -151,6 +151,13 @@ class ParsingMetrics(Metric):
             self.confusion,
             self.thresholds,
         )
+
+
+def _scores_tensor(scores: Any, device: torch.device) -> Tensor:
+    """Scores as a tensor; Python / NumPy numbers become float64 (not torch's float32 default)."""
+    if isinstance(scores, Tensor):
+        return scores.to(device)
+    return torch.as_tensor(scores, dtype=torch.float64, device=device)
 
 
 def _cat(state: list[Tensor] | Tensor, empty_shape: tuple[int, ...], dtype, device) -> Tensor:
