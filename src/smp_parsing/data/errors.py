@@ -9,7 +9,6 @@ drops it).
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -62,7 +61,6 @@ class BadSampleTracker:
     def __init__(self, policy: str, logger: logging.Logger) -> None:
         self.policy = check_policy(policy)
         self.logger = logger
-        self.counts: Counter[str] = Counter()
         self.problems: list[BadSampleError] = []
 
     @property
@@ -75,5 +73,4 @@ class BadSampleTracker:
         if self.policy == "error":
             raise error
         self.problems.append(error)
-        self.counts[error.problem.split(":")[0]] += 1
         self.logger.warning("skipping bad sample (%d so far): %s", self.num_skipped, error)

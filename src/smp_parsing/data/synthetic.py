@@ -463,9 +463,9 @@ class SyntheticMHPGenerator:
                 else:
                     t = (reach - first) / max(total - first, 1e-6)
                     path = poly(shoulder, elbow, elbow + (wrist - elbow) * min(t, 1.0))
-                torso_layer_sleeve = Layer(torso_layer.class_id, torso_colour, torso_texture)
-                torso_layer_sleeve.lines.append((path, limb + 2))
-                layers.append(torso_layer_sleeve)
+                sleeve_layer = Layer(torso_layer.class_id, torso_colour, torso_texture)
+                sleeve_layer.lines.append((path, limb + 2))
+                layers.append(sleeve_layer)
             hand_centre = (
                 wrist + (wrist - elbow) / max(np.linalg.norm(wrist - elbow), 1e-6) * 0.22 * u
             )
