@@ -11,6 +11,7 @@ import torch
 from smp_parsing.metrics import ParsingMetrics, evaluate_parsing
 from smp_parsing.metrics.functional import (
     image_statistics,
+    match_image,
     pair_class_iou,
     pair_scores,
     semantic_confusion,
@@ -217,3 +218,34 @@ def test_voc_average_precision_equals_the_loop_version():
             cum_tp, cum_fp = np.cumsum(tp), np.cumsum(1 - tp)
             expected = voc_ap(list(cum_tp / num_gt), list(cum_tp / (cum_tp + cum_fp)))
             assert abs(ap[t].item() - expected) <= 1e-12
+
+
+def test_match_image_equals_the_greedy_loop():
+    rng = np.random.default_rng(9)
+    thresholds = torch.tensor([0.1, 0.3, 0.5, 0.7], dtype=torch.float64)
+    for _ in range(40):
+        num_pred, num_gt, num_classes = int(rng.integers(1, 7)), int(rng.integers(1, 4)), 5
+        class_iou = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], size=(num_pred, num_gt, num_classes))
+        class_iou[rng.random(class_iou.shape) < 0.3] = np.nan
+        class_iou[..., 0] = rng.random((num_pred, num_gt))  # background is always present
+        gt_hist = torch.from_numpy(rng.integers(0, 3, (num_gt, num_classes)))
+        gt_hist[:, 1] += 1  # every GT has a part
+        scores = rng.choice([0.2, 0.5, 0.9], size=num_pred)
+        tp, pcp = match_image(
+            torch.from_numpy(scores), torch.from_numpy(class_iou), gt_hist, thresholds
+        )
+        order = sorted(range(num_pred), key=lambda p: (-scores[p], p))
+        for t, thr in enumerate(thresholds.tolist()):
+            taken = set()
+            for p in order:
+                means = [np.nanmean(class_iou[p, g]) for g in range(num_gt)]
+                best = int(np.argmax(means))
+                hit = means[best] > thr + 1e-12 and best not in taken
+                assert bool(tp[p, t]) == hit
+                if hit:
+                    taken.add(best)
+                    parts = [c for c in range(1, num_classes) if gt_hist[best, c] > 0]
+                    passed = sum(1 for c in parts if class_iou[p, best, c] > thr)
+                    assert pcp[p, t].item() == passed / len(parts)
+                else:
+                    assert pcp[p, t].item() == 0.0

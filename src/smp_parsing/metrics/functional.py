@@ -266,8 +266,11 @@ def match_image(
 
     # PCP: fraction of the matched GT's part classes whose IoU exceeds t.
     matched_iou = class_iou[torch.arange(num_pred, device=device), best_gt, 1:]  # P x (C-1)
-    num_parts = (gt_hist[best_gt, 1:] > 0).sum(1)  # >= 1: empty GT maps were dropped
-    passed = (matched_iou[:, None, :] > thresholds[None, :, None]).sum(-1)  # NaN > t is False
+    gt_parts = gt_hist[best_gt, 1:] > 0  # P x (C-1)
+    num_parts = gt_parts.sum(1)  # >= 1: empty GT maps were dropped
+    # NaN > t is False; a class the GT lacks has IoU 0 anyway, the mask states the definition.
+    above = (matched_iou[:, None, :] > thresholds[None, :, None]) & gt_parts[:, None, :]
+    passed = above.sum(-1)
     pcp = torch.where(true_positive, passed.double() / num_parts[:, None].double(), 0.0)
     return true_positive, pcp
 
