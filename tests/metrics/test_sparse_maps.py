@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from smp_parsing.metrics.sparse_maps import BYTES_PER_WORD, SparseMaps
 
 
-def test_histograms_and_pixels_equal_dense_counts_for_odd_sizes_and_slices():
+@pytest.mark.parametrize("word_major", [False, True])
+def test_histograms_and_pixels_equal_dense_counts_for_odd_sizes_and_slices(word_major):
     rng = np.random.default_rng(3)
     for height, width in [(1, 1), (3, 5), (7, 9), (8, 8), (13, 11)]:
         stack = torch.from_numpy(rng.integers(0, 4, (5, height, width)).astype(np.uint8))
         stack[rng.random((5, height, width)) < 0.6] = 0
         maps = stack[1:4]  # a slice: storage offset not a multiple of 8 for odd areas
-        sparse = SparseMaps.from_maps(maps)
+        sparse = SparseMaps.from_maps(maps, word_major=word_major)
         hist = sparse.histograms(4)
         for k in range(3):
             expected = np.bincount(maps[k].numpy().ravel(), minlength=4)
@@ -36,3 +38,12 @@ def test_empty_stacks():
     sparse = SparseMaps.from_maps(torch.zeros(2, 5, 7, dtype=torch.uint8))
     assert sparse.histograms(3).tolist() == [[35, 0, 0], [35, 0, 0]]
     assert sparse.max_value() == 0
+
+
+def test_word_major_order_groups_entries_by_word():
+    maps = torch.zeros(3, 4, 8, dtype=torch.uint8)
+    maps[:, 0, 0] = 1  # word 0 in every map
+    maps[1, 3, 7] = 2  # last word in map 1 only
+    sparse = SparseMaps.from_maps(maps, word_major=True)
+    assert sparse.word.tolist() == [0, 0, 0, 3]
+    assert sparse.row.tolist() == [0, 1, 2, 1]

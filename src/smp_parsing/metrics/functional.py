@@ -157,11 +157,18 @@ def _pair_class_iou(
     num_pred, num_gt = pred.num_maps, gt.num_maps
     c = num_classes
     area = pred.area
-    # Words where a prediction and a GT are both non-zero, for every pair: GT g at prediction word f.
-    gt_at_pred_words = torch.index_select(gt.words, 1, pred.word)  # G x F
-    pair_gt, pair_word = torch.nonzero(gt_at_pred_words, as_tuple=True)
-    flat = pair_gt * pred.word.numel() + pair_word
-    gt_bytes = word_bytes(torch.index_select(gt_at_pred_words.view(-1), 0, flat))  # K x 8
+    # Join on the word index: every (prediction word, GT word) couple sharing a word, without a
+    # dense G x F table (memory stays O(overlaps) for many persons). The GT entries are word-major,
+    # so the GT words at word w are the run first[w] .. first[w] + per_word[w] - 1.
+    per_word = torch.bincount(gt.word, minlength=gt.num_words)
+    first = torch.cumsum(per_word, 0) - per_word
+    hits = torch.index_select(per_word, 0, pred.word)  # (F,) GT words at each prediction word
+    pair_word = torch.repeat_interleave(torch.arange(hits.numel(), device=hits.device), hits)
+    run_start = torch.cumsum(hits, 0) - hits
+    within_run = torch.arange(pair_word.numel(), device=hits.device) - run_start[pair_word]
+    gt_entry = torch.index_select(first, 0, pred.word)[pair_word] + within_run  # (K,)
+    pair_gt = torch.index_select(gt.row, 0, gt_entry)
+    gt_bytes = word_bytes(torch.index_select(gt.values, 0, gt_entry))  # K x 8
     pred_bytes = word_bytes(torch.index_select(pred.values, 0, pair_word))  # K x 8
     # Slot of each pixel: its class when both maps agree (0 when both are background: that bin is
     # never read), C when both are foreground but disagree, C + 1 (discarded) otherwise.
@@ -207,7 +214,7 @@ def pair_class_iou(pred: Tensor, gt: Tensor, num_classes: int) -> tuple[Tensor, 
         ``class_iou``: ``P x G x C`` float64, IoU_c of each pair, NaN where class c is in neither
         map; ``gt_hist``: ``G x C`` int64 pixel count per class of each GT map.
     """
-    pred_maps, gt_maps = SparseMaps.from_maps(pred), SparseMaps.from_maps(gt)
+    pred_maps, gt_maps = SparseMaps.from_maps(pred), SparseMaps.from_maps(gt, word_major=True)
     pred_hist, gt_hist = pred_maps.histograms(num_classes), gt_maps.histograms(num_classes)
     return _pair_class_iou(pred_maps, gt_maps, pred_hist, gt_hist, num_classes), gt_hist
 
@@ -329,7 +336,11 @@ def semantic_confusion(
         score_threshold: Persons scored below it are not painted.
     """
     return _semantic_confusion(
-        SparseMaps.from_maps(pred), scores, SparseMaps.from_maps(gt), num_classes, score_threshold
+        SparseMaps.from_maps(pred),
+        scores,
+        SparseMaps.from_maps(gt, word_major=True),
+        num_classes,
+        score_threshold,
     )
 
 
@@ -381,14 +392,14 @@ def image_statistics(
         raise ValueError(f"{where}: scores must be finite, got {scores.tolist()}")
     thr = torch.as_tensor(thresholds, dtype=torch.float64, device=pred.device).reshape(-1)
 
-    gt_maps = SparseMaps.from_maps(gt)
+    gt_maps = SparseMaps.from_maps(gt, word_major=True)
     pred_maps = SparseMaps.from_maps(pred)
     _check_range(gt_maps.max_value(), num_classes, "GT parsing", where)
     _check_range(pred_maps.max_value(), num_classes, "predicted parsing", where)
     nonempty = torch.zeros(gt_maps.num_maps, dtype=torch.bool, device=gt.device)
     nonempty[gt_maps.row] = True
     if not bool(nonempty.all()):  # all-zero GT persons are not GT persons
-        gt_maps = SparseMaps.from_maps(gt[nonempty])
+        gt_maps = SparseMaps.from_maps(gt[nonempty], word_major=True)
     gt_hist = gt_maps.histograms(num_classes)
     class_iou = _pair_class_iou(
         pred_maps, gt_maps, pred_maps.histograms(num_classes), gt_hist, num_classes

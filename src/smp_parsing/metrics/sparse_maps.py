@@ -52,11 +52,20 @@ class SparseMaps:
     area: int
 
     @classmethod
-    def from_maps(cls, maps: Tensor) -> SparseMaps:
-        """Build from ``N x H x W`` uint8 maps."""
+    def from_maps(cls, maps: Tensor, word_major: bool = False) -> SparseMaps:
+        """Build from ``N x H x W`` uint8 maps.
+
+        Args:
+            maps: ``N x H x W`` uint8.
+            word_major: Order the entries by word, then map (all maps' entries of one word are
+                contiguous, which the pair join needs); otherwise by map, then word.
+        """
         area = maps.shape[1] * maps.shape[2]
         words = as_words(maps.reshape(maps.shape[0], area))
-        row, word = torch.nonzero(words, as_tuple=True)
+        if word_major:
+            word, row = torch.nonzero(words.t(), as_tuple=True)
+        else:
+            row, word = torch.nonzero(words, as_tuple=True)
         flat = row * words.shape[1] + word
         values = torch.index_select(words.view(-1), 0, flat)  # faster than words[row, word]
         return cls(words, row, word, values, area)
