@@ -271,70 +271,77 @@ def _decode_image(
     level_grid = part_grids[part_level]
     src_y = ((cand_y[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
     src_x = ((cand_x[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
-    sizes = part_grids**2
-    starts = torch.cumsum(sizes, 0) - sizes
-    flat_kernels = torch.cat([k.flatten(1) for k in kernels], 1)  # (C_K, sum S_l^2)
-    part_kernels = flat_kernels[:, starts[part_level] + src_y * level_grid + src_x].T  # (R, C_K)
+    src_cell = src_y * level_grid + src_x
+    part_kernels = kernels[0].new_zeros(part_level.numel(), kernels[0].shape[0])  # (R, C_K)
+    for level, level_kernels in enumerate(kernels):  # the five levels, not the parts
+        on_level = part_level == level
+        part_kernels[on_level] = level_kernels.flatten(1)[:, src_cell[on_level]].T
     mask_h, mask_w = mask_feat.shape[-2:]
-    soft = _sigmoid(part_kernels @ mask_feat.flatten(1))  # (R, h * w)
+    num_sel = part_kernels.shape[0]
+    # Row R is an extra all-background mask: the padding slots of the painting pack
+    # below point at it. The masks are kept at F_mask resolution, and every filter and
+    # reordering below works on row indices, so the (R, h * w) masks are never copied.
+    padded_kernels = torch.cat([part_kernels, part_kernels.new_zeros(1, part_kernels.shape[1])])
+    soft = padded_kernels @ mask_feat.flatten(1)  # (R + 1, h * w) logits
+    soft[num_sel] = float("-inf")
+    soft = soft.sigmoid_()  # NaN stays NaN and never passes a threshold
     binary = soft > cfg.mask_thr
-    area = binary.sum(1)
+    area = binary.sum(1)[:num_sel]
+    maskness = torch.where(binary, soft, 0.0).sum(1)[:num_sel] / area.clamp(min=1)
     strides = torch.tensor(cfg.strides, device=device, dtype=area.dtype)
-    big_enough = area > strides[part_level]
-    maskness = (soft * binary).sum(1) / area.clamp(min=1)
-    part_score = part_score * maskness
+    rows = (area > strides[part_level]).nonzero(as_tuple=True)[0]  # area filter
+    part_human, part_cls = part_human[rows], part_cls[rows]
+    part_score = part_score[rows] * maskness[rows]  # maskness rescoring
 
-    keep = big_enough.nonzero(as_tuple=True)[0]
-    part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
-    soft, binary, area = soft[keep], binary[keep], area[keep]
     # Matrix NMS among the same-class parts of one human: the label is (human, class).
     part_score = matrix_nms(
-        binary,
+        binary[rows],
         part_human * num_part_classes + part_cls,
         part_score,
         kernel=cfg.nms_kernel,
         sigma=cfg.nms_sigma,
-        mask_areas=area,
+        mask_areas=area[rows],
     )
     keep = part_score >= cfg.update_thr
-    part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
-    soft = soft[keep]
+    rows, part_human, part_cls, part_score = (
+        rows[keep],
+        part_human[keep],
+        part_cls[keep],
+        part_score[keep],
+    )
 
     # Ascending score inside each human (the painting order), at most max_parts_per_human.
     order = torch.argsort(part_score, stable=True)
     order = order[torch.argsort(part_human[order], stable=True)]
-    part_human, part_cls, part_score, soft = (
-        part_human[order],
-        part_cls[order],
-        part_score[order],
-        soft[order],
-    )
+    rows, part_human, part_cls = rows[order], part_human[order], part_cls[order]
     per_human = torch.bincount(part_human, minlength=num_humans)
-    _, slot = pack_by_group(part_score, part_human, num_groups=num_humans)
-    from_top = per_human[part_human] - 1 - slot[:, 1]
-    keep = from_top < cfg.max_parts_per_human
-    part_human, part_cls, soft = part_human[keep], part_cls[keep], soft[keep]
+    _, slot = pack_by_group(rows, part_human, num_groups=num_humans)
+    keep = per_human[part_human] - 1 - slot[:, 1] < cfg.max_parts_per_human
+    rows, part_human, part_cls = rows[keep], part_human[keep], part_cls[keep]
 
-    # 4'. Paint: per human and pixel, the highest-scored part whose mask covers it; where
-    # none does (a border pixel that may become foreground once upsampled), the most
-    # probable part. The foreground is the max part probability (bilinear-upsampled below).
-    packed_soft, slot = pack_by_group(soft, part_human, num_groups=num_humans)  # (Q, K, hw)
-    packed_label, _ = pack_by_group(part_cls + 1, part_human, num_groups=num_humans)  # (Q, K)
-    k_max = packed_soft.shape[1]
-    has_parts = torch.bincount(part_human, minlength=num_humans) > 0
-    if k_max == 0:
-        packed_soft = soft.new_zeros(num_humans, 1, mask_h * mask_w)
-        packed_label = part_cls.new_zeros(num_humans, 1)
-    rank = torch.arange(1, packed_soft.shape[1] + 1, device=device, dtype=torch.int32)
-    covered = packed_soft > cfg.mask_thr
-    top_cover = (covered * rank[None, :, None]).argmax(1)  # last covering part = highest score
-    top_prob = packed_soft.argmax(1)
-    winner = torch.where(covered.any(1), top_cover, top_prob)  # (Q, hw)
-    label_map = packed_label.gather(1, winner)
-    foreground = packed_soft.amax(1)
+    # 4'. Paint at F_mask resolution: per human and pixel, the highest-scored part whose
+    # mask covers it. Cells no part covers but next to one take the best neighbour's
+    # label: the bilinear foreground (max part probability) may grow into them.
+    _, slot = pack_by_group(rows, part_human, num_groups=num_humans)
+    k_max = max(int(slot[:, 1].max()) + 1 if slot.numel() else 0, 1)
+    source = torch.full((num_humans, k_max), num_sel, dtype=torch.long, device=device)
+    source[slot[:, 0], slot[:, 1]] = rows
+    label_of = torch.zeros(num_humans, k_max + 1, dtype=torch.long, device=device)
+    label_of[slot[:, 0], slot[:, 1] + 1] = part_cls + 1  # column 0: background
+    # (advanced indexing: index_select is many times slower for long rows on CPU)
+    packed = soft[source.flatten()].view(num_humans, k_max, mask_h * mask_w)  # (Q, K, hw)
+    foreground = packed.amax(1)
+    rank = torch.arange(1, k_max + 1, device=device, dtype=packed.dtype).view(1, -1, 1)
+    winner = torch.where(packed > cfg.mask_thr, rank, 0.0).amax(1)  # 0 = not covered
+    grown = F.max_pool2d(winner.view(num_humans, 1, mask_h, mask_w), 3, stride=1, padding=1)
+    winner = torch.where(winner > 0, winner, grown.view(num_humans, mask_h * mask_w))
+    label_map = label_of.gather(1, winner.long())
 
-    label_map = label_map[has_parts].view(-1, 1, mask_h, mask_w)
-    foreground = foreground[has_parts].view(-1, 1, mask_h, mask_w)
+    has_parts = (
+        per_human.new_zeros(num_humans).index_add_(0, part_human, torch.ones_like(part_human)) > 0
+    )
+    label_map = label_map[has_parts].view(-1, mask_h, mask_w)
+    foreground = foreground[has_parts].view(-1, mask_h, mask_w)
     parsing = _to_original(label_map, foreground, meta, cfg.mask_thr)
     return {
         "parsing": parsing,
@@ -345,30 +352,89 @@ def _decode_image(
 
 
 def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float) -> Tensor:
-    """Upsample mask-resolution person maps to the input, crop the padding, resize.
+    """Person maps at F_mask resolution -> the original image size.
 
-    Labels are resized with nearest neighbours, the foreground probability bilinearly
-    (as SOLO resizes soft masks) and thresholded at ``mask_thr``.
+    The three steps of the spec (upsample to the padded input, crop the padding, resize to
+    the original size) are done as one resampling of the F_mask-resolution maps at the
+    original pixels' positions: labels by nearest neighbour, the foreground probability
+    bilinearly (as SOLO resizes soft masks, edge-clamped, half-pixel centres) and
+    thresholded at ``mask_thr``. Only a window around each person is resampled (all
+    persons at once, with the size of the largest): outside the box of its covered cells
+    grown by one cell the bilinear foreground cannot exceed the threshold, so the cost
+    follows the persons' sizes, not P x H0 x W0.
 
     Args:
-        label_map: ``(P, 1, h, w)`` part class per pixel.
-        foreground: ``(P, 1, h, w)`` person foreground probability.
-        meta: ``img_size`` (resized content), ``ori_size``, optional ``pad_size``.
+        label_map: ``(P, h, w)`` part class per pixel.
+        foreground: ``(P, h, w)`` person foreground probability.
+        meta: ``img_size`` (resized content), ``ori_size``, optional ``pad_size``
+            (default: the F_mask size x 4).
         mask_thr: foreground threshold.
 
     Returns:
         ``(P, H0, W0)`` uint8 person maps.
     """
+    num, mask_h, mask_w = label_map.shape
+    device = label_map.device
     img_h, img_w = (int(v) for v in meta["img_size"])
     ori_h, ori_w = (int(v) for v in meta["ori_size"])
-    if label_map.shape[0] == 0:
-        return torch.zeros(0, ori_h, ori_w, dtype=torch.uint8, device=label_map.device)
-    mask_h, mask_w = label_map.shape[-2:]
     pad_h, pad_w = (int(v) for v in meta.get("pad_size", (mask_h * 4, mask_w * 4)))
-    labels = F.interpolate(label_map.float(), size=(pad_h, pad_w), mode="nearest-exact")
-    fg = F.interpolate(foreground, size=(pad_h, pad_w), mode="bilinear", align_corners=False)
-    labels, fg = labels[..., :img_h, :img_w], fg[..., :img_h, :img_w]
-    if (img_h, img_w) != (ori_h, ori_w):
-        labels = F.interpolate(labels, size=(ori_h, ori_w), mode="nearest-exact")
-        fg = F.interpolate(fg, size=(ori_h, ori_w), mode="bilinear", align_corners=False)
-    return torch.where(fg > mask_thr, labels, 0)[:, 0].to(torch.uint8)
+    out = torch.zeros(num, ori_h, ori_w, dtype=torch.uint8, device=device)
+    covered = foreground > mask_thr  # NaN compares False
+    if num == 0:
+        return out
+    # Original pixel Y samples F_mask at the continuous coordinate (Y + 0.5) * scale.
+    scale_y = img_h / ori_h * mask_h / pad_h
+    scale_x = img_w / ori_w * mask_w / pad_w
+    y_lo, y_hi = _window(covered.any(2), scale_y, ori_h)
+    x_lo, x_hi = _window(covered.any(1), scale_x, ori_w)
+    win_h = max(int((y_hi - y_lo).max()), 1)
+    win_w = max(int((x_hi - x_lo).max()), 1)
+    # Same-size windows for all persons, shifted inside the image where needed.
+    y_lo = y_lo.clamp(max=ori_h - win_h)
+    x_lo = x_lo.clamp(max=ori_w - win_w)
+    ys = y_lo[:, None] + torch.arange(win_h, device=device)  # (P, win_h)
+    xs = x_lo[:, None] + torch.arange(win_w, device=device)  # (P, win_w)
+    src_y = (ys + 0.5) * scale_y  # continuous F_mask coordinates
+    src_x = (xs + 0.5) * scale_x
+
+    # Bilinear foreground: grid_sample with per-person grids (normalised, half-pixel).
+    grid = torch.stack(
+        [
+            (2 * src_x / mask_w - 1)[:, None, :].expand(num, win_h, win_w),
+            (2 * src_y / mask_h - 1)[:, :, None].expand(num, win_h, win_w),
+        ],
+        -1,
+    ).to(foreground.dtype)
+    fg = F.grid_sample(
+        foreground[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
+    )[:, 0]
+    # Nearest labels: the F_mask cell containing the sampling point.
+    cell_y = src_y.floor().long().clamp(0, mask_h - 1)
+    cell_x = src_x.floor().long().clamp(0, mask_w - 1)
+    person = torch.arange(num, device=device)[:, None, None]
+    labels = label_map[person, cell_y[:, :, None], cell_x[:, None, :]].to(torch.uint8)
+    window = labels.masked_fill_(~(fg > mask_thr), 0)
+    out[person, ys[:, :, None], xs[:, None, :]] = window
+    return out
+
+
+def _window(covered_lines: Tensor, scale: float, size: int) -> tuple[Tensor, Tensor]:
+    """Output pixel range ``[lo, hi)`` whose samples can touch a covered line +- 1 cell.
+
+    Args:
+        covered_lines: ``(P, L)`` bool, F_mask rows (or columns) with a covered cell.
+        scale: F_mask units per output pixel.
+        size: output length (H0 or W0).
+
+    Returns:
+        ``lo``, ``hi`` ``(P,)`` long, empty (``lo == hi``) for a person with no cell.
+    """
+    length = covered_lines.shape[1]
+    any_line = covered_lines.any(1)
+    first = covered_lines.to(torch.uint8).argmax(1)
+    last = length - 1 - covered_lines.flip(1).to(torch.uint8).argmax(1)
+    # Grow by one cell (bilinear support), convert [first - 1, last + 2) to pixels.
+    lo = ((first - 1).clamp(min=0) / scale).floor().long().clamp(0, size)
+    hi = ((last + 2).clamp(max=length) / scale).ceil().long().clamp(0, size)
+    hi = torch.where(any_line, hi, lo)
+    return lo, hi

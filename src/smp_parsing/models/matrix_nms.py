@@ -50,28 +50,37 @@ def matrix_nms(
         )
     if num == 0:
         return scores.clone()
-    flat = masks.reshape(num, -1).float()
-    areas = flat.sum(1) if mask_areas is None else mask_areas.float()
+    flat = masks.reshape(num, -1)
+    areas = flat.sum(1) if mask_areas is None else mask_areas
+    areas = areas.to(torch.float32)
 
-    # Sort by score (descending), then group by label keeping that order inside a group,
-    # and pack the groups into (G, K_max, D): IoUs are computed only inside a group.
+    # Sort by score (descending), then group by label keeping that order inside a group.
     by_score = torch.argsort(scores, descending=True, stable=True)
     order = by_score[torch.argsort(labels[by_score], stable=True)]
-    _, group = torch.unique_consecutive(labels[order], return_inverse=True)
-    packed, slot = pack_by_group(flat[order], group)  # (G, K, D), (N, 2)
-    packed_area = pack_by_group(areas[order].unsqueeze(1), group)[0].squeeze(2)  # (G, K)
-    inter = torch.bmm(packed, packed.transpose(1, 2))  # (G, K, K)
-    union = packed_area[:, :, None] + packed_area[:, None, :] - inter
-    # Upper triangle: row i is a higher-scored member of the group than column j.
-    iou = (inter / union.clamp(min=1e-6)).triu(1)
-    compensate = iou.amax(1)  # (G, K): largest IoU of i with a higher-scored member
-    if kernel == "gaussian":
-        decay = torch.exp(-sigma * iou**2) / torch.exp(-sigma * compensate**2).unsqueeze(2)
-    else:
-        decay = (1 - iou) / (1 - compensate).clamp(min=1e-6).unsqueeze(2)
-    coefficient = decay.amin(1)  # (G, K)
+    _, group, counts = torch.unique_consecutive(
+        labels[order], return_inverse=True, return_counts=True
+    )
+    # A candidate alone with its label keeps its score: IoUs are computed only for the
+    # groups of two or more, packed into (G, K_max, D).
+    shared = counts[group] > 1
+    coefficient = torch.ones(num, dtype=torch.float32, device=scores.device)
+    members = order[shared]
+    if members.numel():
+        _, sub_group = torch.unique_consecutive(labels[members], return_inverse=True)
+        packed, slot = pack_by_group(flat[members].to(torch.float32), sub_group)  # (G, K, D)
+        packed_area = pack_by_group(areas[members].unsqueeze(1), sub_group)[0].squeeze(2)
+        inter = torch.bmm(packed, packed.transpose(1, 2))  # (G, K, K)
+        union = packed_area[:, :, None] + packed_area[:, None, :] - inter
+        # Upper triangle: row i is a higher-scored member of the group than column j.
+        iou = (inter / union.clamp(min=1e-6)).triu(1)
+        compensate = iou.amax(1)  # (G, K): largest IoU of i with a higher-scored member
+        if kernel == "gaussian":
+            decay = torch.exp(-sigma * iou**2) / torch.exp(-sigma * compensate**2).unsqueeze(2)
+        else:
+            decay = (1 - iou) / (1 - compensate).clamp(min=1e-6).unsqueeze(2)
+        coefficient[shared] = decay.amin(1)[slot[:, 0], slot[:, 1]]
     out = torch.empty_like(scores)
-    out[order] = scores[order] * coefficient[slot[:, 0], slot[:, 1]].to(scores.dtype)
+    out[order] = scores[order] * coefficient.to(scores.dtype)
     return out
 
 

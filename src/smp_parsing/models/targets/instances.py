@@ -113,56 +113,52 @@ def extract_instances(
     num_maps, height, width = maps.shape
     device = maps.device
 
-    # Per (person, class) row and column histograms via one bincount each: (N*C) x H
-    # and (N*C) x W. Everything (area, barycenter, box) follows from these two
-    # projections without a (N, C, H, W) one-hot.
-    key = torch.arange(num_maps, device=device).view(-1, 1, 1) * num_classes + maps.long()
-    rows = torch.arange(height, device=device).view(1, -1, 1)
-    cols = torch.arange(width, device=device).view(1, 1, -1)
-    row_hist = torch.bincount(
-        (key * height + rows).flatten(), minlength=num_maps * num_classes * height
-    )
-    row_hist = row_hist.view(num_maps, num_classes, height)
-    col_hist = torch.bincount(
-        (key * width + cols).flatten(), minlength=num_maps * num_classes * width
-    )
-    col_hist = col_hist.view(num_maps, num_classes, width)
-    del key
+    # Work on the foreground pixels only (one pass over the maps): every per (person,
+    # class) statistic is a bincount / scatter over them with the key person * C + class,
+    # no (N, C, H, W) one-hot and a cost that follows the number of labelled pixels.
+    person_of, ys, xs = (maps != 0).nonzero(as_tuple=True)
+    values = maps[person_of, ys, xs].long()
+    _check_class_range(values, person_of, batch_idx, num_classes)
+    key = person_of * num_classes + values
+    table = num_maps * num_classes
+    count = torch.bincount(key, minlength=table)
+    # float64 sums: a full image's coordinate sum exceeds the float32 mantissa.
+    sum_x = torch.bincount(key, weights=xs.double(), minlength=table)
+    sum_y = torch.bincount(key, weights=ys.double(), minlength=table)
+    x1 = torch.full((table,), width, device=device).scatter_reduce_(0, key, xs, "amin")
+    y1 = torch.full((table,), height, device=device).scatter_reduce_(0, key, ys, "amin")
+    x2 = torch.full((table,), -1, device=device).scatter_reduce_(0, key, xs, "amax") + 1
+    y2 = torch.full((table,), -1, device=device).scatter_reduce_(0, key, ys, "amax") + 1
+    stats = [t.view(num_maps, num_classes) for t in (count, sum_x, sum_y, x1, y1, x2, y2)]
 
-    # Persons: the union of their parts = all classes except background.
-    person_rows = row_hist[:, 1:].sum(1)
-    person_cols = col_hist[:, 1:].sum(1)
-    areas = person_rows.sum(1)
-    keep = areas > 0  # an all-background map is no person
-    person_rows, person_cols, areas = person_rows[keep], person_cols[keep], areas[keep]
-    row_hist, col_hist = row_hist[keep], col_hist[keep]
-    maps, batch_idx = maps[keep], batch_idx[keep]
-
+    # Persons = the union of their parts; an all-background map is no person.
+    areas = count.view(num_maps, num_classes).sum(1)
+    keep = areas > 0
+    count, sum_x, sum_y, x1, y1, x2, y2 = (t[keep] for t in stats)
+    areas, batch_idx = areas[keep], batch_idx[keep]
     offset = mask_stride // 2  # sample the centre pixel of each s x s block
-    maps_s = maps[:, offset::mask_stride, offset::mask_stride]
+    maps_s = maps[:, offset::mask_stride, offset::mask_stride][keep]
 
-    part_areas = row_hist[:, 1:].sum(2)  # (N, C_P)
-    has_part = part_areas > 0
+    has_part = count[:, 1:] > 0  # (N, C_P)
     person_idx, part_cls = has_part.nonzero(as_tuple=True)
     labels = part_cls + 1
 
     persons = PersonInstances(
         batch_idx=batch_idx,
-        boxes=_boxes(person_rows, person_cols),
-        centers=_barycenters(person_rows, person_cols),
+        boxes=torch.stack([x1.amin(1), y1.amin(1), x2.amax(1), y2.amax(1)], 1).float(),
+        centers=_barycenters(sum_x.sum(1), sum_y.sum(1), areas),
         areas=areas,
         masks=maps_s != 0,
         has_part=has_part,
     )
-    part_rows = row_hist[person_idx, labels]
-    part_cols = col_hist[person_idx, labels]
+    at = (person_idx, labels)
     parts = PartInstances(
         batch_idx=batch_idx[person_idx],
         person_idx=person_idx,
         labels=labels,
-        boxes=_boxes(part_rows, part_cols),
-        centers=_barycenters(part_rows, part_cols),
-        areas=part_areas[person_idx, part_cls],
+        boxes=torch.stack([x1[at], y1[at], x2[at], y2[at]], 1).float(),
+        centers=_barycenters(sum_x[at], sum_y[at], count[at]),
+        areas=count[at],
         masks=maps_s[person_idx] == labels.view(-1, 1, 1).to(maps_s.dtype),
     )
     return BatchInstances(
@@ -205,44 +201,28 @@ def _stack_person_maps(
     counts = torch.tensor([p.shape[0] for p in parsing_list])
     device = parsing_list[0].device
     maps = torch.cat([p.to(device) for p in parsing_list])
-    if maps.numel() > 0:
-        lo, hi = int(maps.min()), int(maps.max())
-        if lo < 0 or hi >= num_classes:
-            bad = [
-                i
-                for i, p in enumerate(parsing_list)
-                if p.numel() and (p.min() < 0 or p.max() >= num_classes)
-            ]
-            raise ValueError(
-                f"extract_instances: class ids must be in 0..{num_classes - 1}, got range "
-                f"[{lo}, {hi}] (images {bad})"
-            )
     batch_idx = torch.repeat_interleave(torch.arange(len(parsing_list)), counts).to(device)
     return maps, batch_idx
 
 
-def _barycenters(row_hist: Tensor, col_hist: Tensor) -> Tensor:
-    """Centre of mass ``(x, y)`` from row/column histograms ``(K, H)``, ``(K, W)``."""
-    # float64: pixel sums of a full image exceed the 24-bit float32 mantissa.
-    area = row_hist.sum(1).double().clamp(min=1)
-    ys = torch.arange(row_hist.shape[1], device=row_hist.device, dtype=torch.float64) + 0.5
-    xs = torch.arange(col_hist.shape[1], device=col_hist.device, dtype=torch.float64) + 0.5
-    cy = (row_hist.double() * ys).sum(1) / area
-    cx = (col_hist.double() * xs).sum(1) / area
-    return torch.stack([cx, cy], 1).float()
+def _check_class_range(
+    values: Tensor, person_of: Tensor, batch_idx: Tensor, num_classes: int
+) -> None:
+    """Raise a ValueError naming the images whose class ids are outside ``0..C-1``."""
+    if values.numel() == 0:
+        return
+    lo, hi = (int(v) for v in torch.aminmax(values))
+    if lo < 0 or hi >= num_classes:
+        bad = (values < 0) | (values >= num_classes)
+        images = sorted(set(batch_idx[person_of[bad]].tolist()))
+        raise ValueError(
+            f"extract_instances: class ids must be in 0..{num_classes - 1}, got range "
+            f"[{lo}, {hi}] (images {images} of the batch)"
+        )
 
 
-def _boxes(row_hist: Tensor, col_hist: Tensor) -> Tensor:
-    """Boxes ``(x1, y1, x2, y2)`` (x2/y2 exclusive) from row/column histograms."""
-    x1, x2 = _extent(col_hist > 0)
-    y1, y2 = _extent(row_hist > 0)
-    return torch.stack([x1, y1, x2, y2], 1).float()
-
-
-def _extent(present: Tensor) -> tuple[Tensor, Tensor]:
-    """First index and last index + 1 of the True entries of each row of ``(K, L)``."""
-    length = present.shape[1]
-    # argmax returns the first maximal index, on the flipped rows the last one.
-    first = present.to(torch.uint8).argmax(1)
-    last = length - present.flip(1).to(torch.uint8).argmax(1)
-    return first, last
+def _barycenters(sum_x: Tensor, sum_y: Tensor, area: Tensor) -> Tensor:
+    """Centre of mass ``(x, y)`` from coordinate sums (float64) and pixel counts."""
+    area = area.double().clamp(min=1)
+    # + 0.5: pixel i covers [i, i + 1)
+    return torch.stack([sum_x / area + 0.5, sum_y / area + 0.5], 1).float()

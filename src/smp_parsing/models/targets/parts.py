@@ -29,8 +29,9 @@ class PartTargets:
         pos_cell: ``(P,)`` long flat cell index ``y * S_l + x`` in its level.
         pos_instance: ``(P,)`` long part instance owning the cell (index into
             ``instances.parts``).
-        mask_targets: ``(P, H / s, W / s)`` bool, the owner's mask at the mask stride.
         num_pos: P as a 0-dim long tensor.
+        instance_masks: ``(M, H / s, W / s)`` bool masks of the part instances (shared
+            with ``instances.parts.masks``, not copied).
     """
 
     labels: list[Tensor]
@@ -38,8 +39,14 @@ class PartTargets:
     pos_level: Tensor
     pos_cell: Tensor
     pos_instance: Tensor
-    mask_targets: Tensor
     num_pos: Tensor
+    instance_masks: Tensor
+
+    @property
+    def mask_targets(self) -> Tensor:
+        """``(P, H / s, W / s)`` bool: the owner's mask of every positive cell (Dice
+        targets), gathered on access so that P copies of a mask are not kept around."""
+        return self.instance_masks[self.pos_instance]
 
 
 def level_assignment(boxes: Tensor, scale_ranges: Sequence[Sequence[float]]) -> Tensor:
@@ -117,8 +124,8 @@ def build_part_targets(
         pos_level=torch.cat(pos_level),
         pos_cell=torch.cat(pos_cell),
         pos_instance=pos_instance_all,
-        mask_targets=parts.masks[pos_instance_all],
         num_pos=torch.tensor(pos_instance_all.numel(), device=pos_instance_all.device),
+        instance_masks=parts.masks,
     )
 
 
