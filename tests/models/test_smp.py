@@ -87,6 +87,19 @@ def test_train_config_composes_with_the_groups():
     assert net.num_classes == cfg.data.num_classes
 
 
+def test_plain_kwargs_construction_and_clashes():
+    from smp_parsing.models import ResNetBackbone
+
+    kw = dict(num_classes=4, backbone=ResNetBackbone(depth=18, pretrained="none"), fpn_channels=32,
+              kernel_channels=16, grid_scale=0.25, mask_feature={"feat_channels": 16, "num_groups": 8},
+              center_head={"fusion_channels": 16, "tower_width": 16, "num_convs": 1, "num_groups": 8},
+              offset_head={"branch_channels": 2}, rfr=False)  # fmt: skip
+    net = SMP(**kw, part_head={"tower_width": 16, "num_convs": 1, "num_groups": 8})
+    assert net.part_grids == [10, 9, 6, 4, 3] and net.part_head.rfr is None
+    with pytest.raises(ValueError, match="set by SMP"):
+        SMP(**kw, part_head={"num_classes": 3, "tower_width": 16, "num_groups": 8})
+
+
 def test_hydra_override_reaches_the_module():
     net = build("model.net.center_head.tower_width=24")
     assert net.center_head.tower[0][0].out_channels == 24

@@ -158,7 +158,6 @@ class SMP(nn.Module):
             in_channels=fpn_channels,
             out_channels=kernel_channels,
         )
-        rfr_mod = None
         self.part_head = _build(
             part_head,
             PartHead,
@@ -168,10 +167,10 @@ class SMP(nn.Module):
             kernel_channels=kernel_channels,
         )
         if rfr:
-            rfr_mod = _build(
+            # built after the part head: its width is the tower width chosen in part_head.
+            self.part_head.rfr = _build(
                 rfr_module, RefinedFeatureRetain, channels=self.part_head.cate_tower.out_channels
             )
-            self.part_head.rfr = rfr_mod
         fused_channels = 5 * fpn_channels
         self.center_head = _build(center_head, CenterHead, in_channels=fused_channels)
         self.offset_head = _build(
