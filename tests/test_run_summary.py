@@ -203,3 +203,18 @@ def test_cli(tmp_path):
     )
     assert proc.stdout.strip() == f"report: {run / 'report' / 'README.md'}"
     assert "| 0.6100 |" in (run / "report" / "README.md").read_text()
+
+
+def test_write_run_summary_with_evaluate_payload(tmp_path):
+    # What smp_parsing.evaluate writes, passed as is (make train does this).
+    run = _make_run(tmp_path, with_json=False)
+    payload = {
+        "ckpt_path": "/x/epoch_003.ckpt",
+        "split": "val",
+        "metrics": {"APp50": 0.52, "APpvol": 0.41},
+    }
+    text = rs.write_run_summary(run, metrics=payload).read_text()
+    assert "split `val`, ckpt_path `/x/epoch_003.ckpt`" in text
+    assert "| 0.5200 | 0.4100 |" in text
+    with pytest.raises(ValueError, match="no numeric metric"):
+        rs.write_run_summary(run, metrics={"ckpt_path": "a"})

@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # The headline numbers of the paper's tables, in the order they are printed.
 MAIN_METRICS: tuple[str, ...] = ("APp50", "APpvol", "PCP50", "mIoU", "pixel_acc")
@@ -113,13 +114,31 @@ def read_metrics_csv(path: str | Path) -> dict[str, Series]:
     return series
 
 
-def load_metrics_json(path: str | Path) -> dict[str, float]:
-    """Read the metrics of a ``metrics.json``.
+def extract_metrics(data: Mapping[str, Any], source: str = "metrics") -> dict[str, float]:
+    """The numeric metrics of a ``metrics.json`` payload.
 
-    Two layouts are accepted: a flat object ``{name: value}`` (evaluation), or the run summary
-    that ``smp_parsing.train`` writes, whose numbers are under ``"metrics"``. Entries that are
-    not numbers (checkpoint paths, overrides) are left out; ``null`` (a non-finite value) is
-    kept as NaN.
+    Accepted layouts: a flat object ``{name: value}``, or an object whose numbers are under
+    ``"metrics"`` (what ``smp_parsing.evaluate`` writes, with ``ckpt_path`` and ``split`` next to
+    them, and the run summary of ``smp_parsing.train``). Entries that are not numbers (paths,
+    overrides) are left out; ``null`` (a non-finite value) is kept as NaN.
+
+    Raises:
+        ValueError: naming ``source``, when no numeric value is found.
+    """
+    if isinstance(data.get("metrics"), Mapping):
+        data = data["metrics"]
+    metrics = {
+        str(k): math.nan if v is None else float(v)
+        for k, v in data.items()
+        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+    }
+    if not any(not math.isnan(v) for v in metrics.values()):
+        raise ValueError(f"{source}: no numeric metric value in {sorted(data)}")
+    return metrics
+
+
+def load_metrics_json(path: str | Path) -> dict[str, float]:
+    """Read the metrics of a ``metrics.json`` (layouts of :func:`extract_metrics`).
 
     Raises:
         ValueError: naming the file, when it is not JSON, not an object, or holds no number.
@@ -133,16 +152,7 @@ def load_metrics_json(path: str | Path) -> dict[str, float]:
         raise ValueError(
             f"{path}: expected a JSON object of metric values, got {type(data).__name__}"
         )
-    if isinstance(data.get("metrics"), dict):
-        data = data["metrics"]
-    metrics = {
-        str(k): math.nan if v is None else float(v)
-        for k, v in data.items()
-        if v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-    }
-    if not any(not math.isnan(v) for v in metrics.values()):
-        raise ValueError(f"{path}: no numeric metric value in {sorted(data)}")
-    return metrics
+    return extract_metrics(data, str(path))
 
 
 def _table_stage(metrics: Mapping[str, float]) -> str:
@@ -282,7 +292,8 @@ def write_run_summary(
 
     Args:
         run_dir: the training run directory.
-        metrics: evaluation metrics ``{name: value}``; default read from the run's
+        metrics: evaluation metrics, ``{name: value}`` or the ``metrics.json`` payload of
+            ``smp_parsing.evaluate`` (see :func:`extract_metrics`); default read from the run's
             ``metrics.json`` (see :func:`find_metrics_json`).
         overlays: overlay images to show (copied into ``report/overlays/``); default the
             overlays predict wrote below ``run_dir`` (see :func:`find_overlays`).
@@ -302,11 +313,17 @@ def write_run_summary(
     report_dir = run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
 
-    metrics_source = "given by the caller"
     if metrics is None:
         json_path = find_metrics_json(run_dir)
         metrics = load_metrics_json(json_path) if json_path else {}
-        metrics_source = f"`{json_path.relative_to(run_dir)}`" if json_path else ""
+        metrics_source = f"from `{json_path.relative_to(run_dir)}`" if json_path else ""
+    else:
+        # What evaluate wrote, as is: say which checkpoint and split the numbers are of.
+        context = [
+            f"{k} `{metrics[k]}`" for k in ("split", "ckpt_path") if isinstance(metrics.get(k), str)
+        ]
+        metrics_source = ", ".join(context) or "given by the caller"
+        metrics = extract_metrics(metrics, "metrics passed to write_run_summary")
 
     csv_path = find_metrics_csv(run_dir)
     series = read_metrics_csv(csv_path) if csv_path else {}
@@ -330,7 +347,7 @@ def write_run_summary(
         lines.append("")
     lines += ["## Metrics", ""]
     if metrics:
-        lines += [f"Evaluation metrics ({metrics_source}):", "", metrics_tables(metrics)]
+        lines += [f"Evaluation metrics ({metrics_source}).", "", metrics_tables(metrics)]
     else:
         lines += ["No evaluation metrics found (no `metrics.json` in the run directory).", ""]
     lines += ["## Curves", ""]
