@@ -174,3 +174,26 @@ def test_sampled_deform_conv_equals_torchvision(
     g_out = torch.autograd.grad(out.square().sum(), (x, weight, offset))
     for a, b in zip(g_out, g_ref):
         torch.testing.assert_close(a, b)
+
+
+def test_base_width_scales_every_stage_and_keeps_structure():
+    narrow = ResNetBackbone(depth=18, pretrained="none", base_width=16, frozen_stages=-1)
+    wide = ResNetBackbone(depth=18, pretrained="none", frozen_stages=-1)
+    assert narrow.out_channels == [16, 32, 64, 128]
+    feats = narrow(torch.randn(2, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [
+        (2, 16, 16, 24),
+        (2, 32, 8, 12),
+        (2, 64, 4, 6),
+        (2, 128, 2, 3),
+    ]
+    assert [len(s) for s in narrow.stages] == [len(s) for s in wide.stages]
+    # 4x fewer channels -> about 16x fewer weights
+    n_narrow = sum(p.numel() for p in narrow.parameters())
+    n_wide = sum(p.numel() for p in wide.parameters())
+    assert 12 < n_wide / n_narrow < 20
+
+
+def test_base_width_refuses_imagenet_weights():
+    with pytest.raises(ValueError, match="pretrained=none"):
+        ResNetBackbone(depth=18, pretrained="torchvision", base_width=32)

@@ -78,6 +78,30 @@ def load_resnet_state_dict(depth: int, pretrained: str) -> dict[str, Tensor] | N
     return state
 
 
+def _rebuild_with_width(net: resnet.ResNet, width: int) -> None:
+    """Rebuild a torchvision ResNet's stem and stages in place with ``width`` base channels.
+
+    Uses torchvision's own block classes and ``_make_layer`` so the structure (blocks per
+    stage, strides, downsample branches) is exactly that of the standard ResNet.
+    """
+    block = type(net.layer1[0])
+    blocks = [len(layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)]
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.inplanes = width
+    net.layer1 = net._make_layer(block, width, blocks[0])
+    net.layer2 = net._make_layer(block, width * 2, blocks[1], stride=2)
+    net.layer3 = net._make_layer(block, width * 4, blocks[2], stride=2)
+    net.layer4 = net._make_layer(block, width * 8, blocks[3], stride=2)
+    # torchvision's ResNet initialisation (He-normal convs, unit BN)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _set_norm_eval(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -97,6 +121,9 @@ class ResNetBackbone(nn.Module):
         dcn_stages: four booleans, stage 1..4; in a ``True`` stage every 3x3 conv of every
             block (Bottleneck: ``conv2``; BasicBlock: ``conv1`` and ``conv2``) becomes a
             :class:`~smp_parsing.models.dcn.ModulatedDeformConv2d`.
+        base_width: channels of the stem and stage 1 (64 in every torchvision ResNet); stages
+            2-4 double it each time. A smaller width (e.g. 32) gives a CPU-sized trunk with the
+            same structure; it cannot load ImageNet weights, so it needs ``pretrained="none"``.
 
     Shapes:
         input ``(B, 3, H, W)`` -> C2..C5 ``(B, C_i, ceil(H / s), ceil(W / s))`` with
@@ -111,6 +138,7 @@ class ResNetBackbone(nn.Module):
         frozen_stages: int = 1,
         norm_eval: bool = True,
         dcn_stages: Sequence[bool] = (False, False, False, False),
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         if depth not in _RESNETS:
@@ -122,7 +150,14 @@ class ResNetBackbone(nn.Module):
         self.depth = depth
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        if base_width != 64 and str(pretrained).lower() not in ("none", "false", ""):
+            raise ValueError(
+                f"base_width={base_width} has no ImageNet weights: set pretrained=none "
+                "(or base_width=64)"
+            )
         net = _RESNETS[depth][0](weights=None)
+        if base_width != 64:
+            _rebuild_with_width(net, base_width)
         state = load_resnet_state_dict(depth, pretrained)
         if state is not None:
             try:
@@ -146,7 +181,7 @@ class ResNetBackbone(nn.Module):
         )
         block = net.layer1[0]
         expansion = 4 if isinstance(block, resnet.Bottleneck) else 1
-        self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.out_channels = [base_width * m * expansion for m in (1, 2, 4, 8)]
         for stage, with_dcn in zip(self.stages, dcn_stages):
             if with_dcn:
                 for blk in stage:
