@@ -267,7 +267,7 @@ def overlay_parsing(
     scores: Any = None,
     alpha: float = 0.6,
     palette: np.ndarray | str = "mhp",
-    outline_thickness: int = 2,
+    outline_thickness: int | None = None,
     draw_labels: bool = True,
 ) -> np.ndarray:
     """Blend the part classes over an image and outline each person.
@@ -278,7 +278,8 @@ def overlay_parsing(
         scores: ``(P,)`` person scores shown in the labels, or ``None`` (labels show the index).
         alpha: opacity of the part colours.
         palette: class palette or data-set name.
-        outline_thickness: person outline width in pixels (0 = no outline).
+        outline_thickness: person outline width in pixels (0 = no outline); default scales
+            with the image (1 px per 200 px of the short side, at least 1).
         draw_labels: write ``#i score`` at the top-left of each person's box.
 
     Returns:
@@ -296,6 +297,8 @@ def overlay_parsing(
     score_arr = None if scores is None else to_numpy(scores).astype(np.float64).reshape(-1)
     person_colors = make_instance_colors(maps.shape[0])
     font_scale = _font_scale(*img.shape[:2])
+    if outline_thickness is None:
+        outline_thickness = max(1, round(min(img.shape[:2]) / 200))
     # One cv2 call per person: drawing is inherently per-contour, and P is small.
     for p in range(maps.shape[0]):
         mask = (maps[p] > 0).astype(np.uint8)
@@ -322,8 +325,8 @@ def _draw_label(
     cv2.rectangle(canvas, (x, y - th - base - 2), (x + tw + 2, y), color, cv2.FILLED)
     text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
     cv2.putText(
-        canvas, text, (x + 1, y - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color, 1,
-        cv2.LINE_AA,
+        canvas, text, (x + 1, y - base - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, text_color,
+        max(1, round(font_scale)), cv2.LINE_AA,
     )  # fmt: skip
 
 
@@ -406,8 +409,8 @@ def render_prediction(
     pred: Mapping[str, Any],
     dataset: str = "mhp",
     alpha: float = 0.6,
-    outline_thickness: int = 2,
-    legend_font_scale: float = 0.4,
+    outline_thickness: int | None = None,
+    legend_font_scale: float | None = None,
 ) -> np.ndarray:
     """The picture ``predict`` writes per image and the image loggers log.
 
@@ -417,8 +420,8 @@ def render_prediction(
             returned per image by ``SMP.predict``.
         dataset: data-set name (palette and class names).
         alpha: opacity of the part colours.
-        outline_thickness: person outline width in pixels.
-        legend_font_scale: font scale of the legend names.
+        outline_thickness: person outline width in pixels (default: scaled to the image).
+        legend_font_scale: font scale of the legend names; default scaled to the image height.
 
     Returns:
         ``H x (W + legend width) x 3`` uint8 RGB: the overlay with a legend of the predicted
@@ -433,6 +436,8 @@ def render_prediction(
         img, maps, pred.get("scores"), alpha=alpha, palette=palette,
         outline_thickness=outline_thickness,
     )  # fmt: skip
+    if legend_font_scale is None:
+        legend_font_scale = float(np.clip(img.shape[0] / 800.0, 0.4, 1.0))
     legend = draw_legend(
         maps, palette=palette, height=img.shape[0], dataset=dataset, font_scale=legend_font_scale
     )
