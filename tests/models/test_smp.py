@@ -253,6 +253,35 @@ def test_mir_relabel_repaints_per_person_classes():
     assert torch.equal(same["parsing"], parsing)
 
 
+def test_mir_relabel_classifies_each_person_part_separately():
+    net = build("model.net.mir=true", "model.net.test_cfg.mir_score_thr=0.5").eval()
+    parsing = person_maps(64, 64, TWO_PERSONS)  # person 0: labels 1,2,3; person 1: 1,2,4
+    seen = {}
+
+    def fake_classify(mir_feat, masks, batch_idx):
+        # loop reference of the (person, class) masks at stride 4
+        small = parsing[:, ::4, ::4]
+        ref = [
+            (small[p] == c).float() for p in range(2) for c in range(1, 5) if (small[p] == c).any()
+        ]
+        seen["ok"] = torch.equal(masks, torch.stack(ref))
+        # rotate each class: label l -> l % 4 + 1; person 1's label 4 stays (low confidence)
+        logits = torch.full((masks.shape[0], 4), -5.0)
+        order = [(p, c) for p in range(2) for c in range(1, 5) if (small[p] == c).any()]
+        for r, (p, c) in enumerate(order):
+            if (p, c) != (1, 4):
+                logits[r, c % 4] = 5.0
+        return logits
+
+    net.mir_head.classify = fake_classify
+    out = net.mir_relabel(torch.randn(1, 16, 16, 16), {"parsing": parsing}, {"img_size": (64, 64)})
+    assert seen["ok"]
+    expected = parsing.clone()
+    for p, c in [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2)]:
+        expected[p][parsing[p] == c] = c % 4 + 1
+    assert torch.equal(out["parsing"], expected)
+
+
 def test_freeze_for_mir_trains_only_mir():
     net = build("model.net.mir=true")
     net.freeze_for_mir()

@@ -395,12 +395,15 @@ class SMP(nn.Module):
         )[:, 0].long()
         grid = small.new_zeros((parsing.shape[0], hf, wf))
         grid[:, : small.shape[1], : small.shape[2]] = small[:, :hf, :wf]
-        onehot = F.one_hot(grid, self.num_classes)[..., 1:].permute(0, 3, 1, 2)  # (P, C_P, h, w)
-        present = onehot.flatten(2).any(-1)  # (P, C_P)
-        person, cls = present.nonzero(as_tuple=True)
+        # (person, class) pairs present, without a (P, C, h, w) one-hot: flat keys p * C + c.
+        num_persons, c = grid.shape[0], self.num_classes
+        keys = (torch.arange(num_persons, device=grid.device)[:, None, None] * c + grid).flatten()
+        present = torch.zeros(num_persons * c, dtype=torch.bool, device=grid.device)
+        present[keys] = True
+        person, cls = present.view(num_persons, c)[:, 1:].nonzero(as_tuple=True)
         if person.numel() == 0:
             return pred
-        masks = onehot[person, cls].float()
+        masks = (grid.to(torch.uint8)[person] == (cls + 1).to(torch.uint8)[:, None, None]).float()
         logits = self.mir_head.classify(mir_feat, masks, torch.zeros_like(person))
         prob, new_cls = logits.float().sigmoid().max(dim=1)
         new_cls = torch.where(prob > self.mir_score_thr, new_cls, cls)
