@@ -85,7 +85,7 @@ def test_trainer_options_compose(trainer: str, tmp_path) -> None:
     if trainer in ("default", "cpu", "ddp_sim"):  # runnable on this machine: build them
         built = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert built.gradient_clip_val == 35
-    if trainer.startswith("ddp"):
+    if trainer in ("ddp", "ddp_slurm"):
         assert cfg.trainer.sync_batchnorm is True
     if trainer == "ddp_sim":
         assert cfg.trainer.strategy == "ddp_spawn" and cfg.trainer.devices == 2

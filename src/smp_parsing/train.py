@@ -89,6 +89,18 @@ def checkpoint_stage(ckpt_path: str) -> str:
     return str(ckpt.get("hyper_parameters", {}).get("stage", "main"))
 
 
+def _last_checkpoint(ckpt_cb: Any) -> str | None:
+    """``last.ckpt`` of a checkpoint callback; after ``ddp_spawn`` only rank 0's copy of the
+    callback knew the path, so it is looked up on disk."""
+    path = getattr(ckpt_cb, "last_model_path", "") or None
+    if path is None and getattr(ckpt_cb, "dirpath", None) and getattr(ckpt_cb, "save_last", False):
+        candidate = (
+            Path(ckpt_cb.dirpath) / f"{ckpt_cb.CHECKPOINT_NAME_LAST}{ckpt_cb.FILE_EXTENSION}"
+        )
+        path = str(candidate) if candidate.is_file() else None
+    return path
+
+
 def stage_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     """``{"APp50": ..}`` from logged ``{"<prefix>/APp50": tensor, ..}`` (other prefixes dropped)."""
     head = f"{prefix}/"
@@ -137,7 +149,7 @@ def fit_stage(
         "stage": cfg.model.stage,
         "best_model_path": best,
         "best_model_score": getattr(ckpt_cb, "best_model_score", None),
-        "last_model_path": getattr(ckpt_cb, "last_model_path", "") or None,
+        "last_model_path": _last_checkpoint(ckpt_cb),
         "monitor": getattr(ckpt_cb, "monitor", None),
         "val": stage_metrics(trainer.callback_metrics, "val"),
         "global_step": trainer.global_step,
