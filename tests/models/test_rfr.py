@@ -85,3 +85,15 @@ def test_part_head_with_rfr_changes_only_the_category_branch():
         torch.testing.assert_close(a, b)
     assert [c.shape for c in c0] == [c.shape for c in c1]
     assert not torch.allclose(c0[0], c1[0])
+
+
+def test_refined_feature_is_the_attention_weighted_category_feature():
+    torch.manual_seed(0)
+    rfr = RefinedFeatureRetain(channels=4, warp_groups=1, num_groups=2)
+    cate, kern = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    seen = {}
+    rfr.offset_conv.register_forward_pre_hook(lambda m, args: seen.update(refined=args[0]))
+    rfr(cate, kern)
+    attn = _attention_loop(kern)  # (B, N, N)
+    expected = torch.einsum("bpq,bcq->bcp", attn, cate.flatten(2)).reshape(2, 4, 3, 3)
+    torch.testing.assert_close(seen["refined"], expected, atol=1e-5, rtol=1e-4)

@@ -61,6 +61,13 @@ class RefinedFeatureRetain(nn.Module):
         nn.init.zeros_(self.offset_conv.weight)
         nn.init.zeros_(self.offset_conv.bias)
 
+    def _correlation(self, kernel_feat: Tensor) -> tuple[Tensor, Tensor]:
+        """Unnormalised attention ``relu(cos)`` ``(B, N, N)`` and its row sums ``(B, N)``."""
+        k = F.normalize(kernel_feat.flatten(2).float(), dim=1)  # (B, C, N)
+        # relu keeps only its output for backward: one N x N tensor saved per image.
+        corr = torch.relu(torch.bmm(k.transpose(1, 2), k))
+        return corr, corr.sum(dim=-1).clamp_min(self.eps)
+
     def mask_attention(self, kernel_feat: Tensor) -> Tensor:
         """Row-normalised cosine self-correlation of the kernel-branch feature.
 
@@ -70,11 +77,9 @@ class RefinedFeatureRetain(nn.Module):
         Returns:
             ``(B, S*S, S*S)``: row ``p`` is the attention of cell ``p`` over all cells.
         """
-        # float32 even under AMP: row sums over S^2 cells lose precision in half.
         with torch.autocast(device_type=kernel_feat.device.type, enabled=False):
-            k = F.normalize(kernel_feat.flatten(2).float(), dim=1)  # (B, C, N)
-            attn = torch.bmm(k.transpose(1, 2), k).clamp_min(0.0)  # (B, N, N)
-            return attn / attn.sum(dim=-1, keepdim=True).clamp_min(self.eps)
+            corr, rows = self._correlation(kernel_feat)
+            return corr / rows.unsqueeze(-1)
 
     def forward(self, cate_feat: Tensor, kernel_feat: Tensor) -> Tensor:
         """Refine the category feature with the kernel-branch mask attention.
@@ -87,9 +92,13 @@ class RefinedFeatureRetain(nn.Module):
             ``(B, C, S, S)``.
         """
         b, c, h, w = cate_feat.shape
-        attn = self.mask_attention(kernel_feat)
+        # float32 even under AMP: sums over S^2 cells lose precision in half. The row
+        # normalisation is applied to the (C, N) product, not to the N x N attention, so
+        # the 2x grids (N = 6400) keep a single N x N tensor per image in memory.
         with torch.autocast(device_type=cate_feat.device.type, enabled=False):
-            refined = torch.bmm(cate_feat.flatten(2).float(), attn.transpose(1, 2))
+            corr, rows = self._correlation(kernel_feat)
+            refined = torch.bmm(cate_feat.flatten(2).float(), corr.transpose(1, 2))
+            refined = refined / rows.unsqueeze(1)
         refined = refined.view(b, c, h, w).to(cate_feat.dtype)
         off_mask = self.offset_conv(refined)
         offset, mask = off_mask[:, :18], off_mask[:, 18:].sigmoid()
