@@ -169,3 +169,48 @@ def test_round_trip_fails_with_wrong_offsets():
     metric = ParsingMetrics(num_classes=NUM_CLASSES)
     metric.update(preds, [{"parsing": maps[0]}])
     assert metric.compute()["APp50"] < 0.5
+
+
+def test_oracle_round_trip_on_synthetic_figures():
+    """The same round trip on the data engineer's articulated figures (any shapes, not
+    grid-aligned, occluding each other, MHP v2 classes) at a test-like scale.
+
+    Every person must still be found; the scores are lower than on the block persons
+    because this is the ceiling of the representation itself: masks at stride 4, SOLO's
+    area filter (mask area <= level stride) removing tiny parts (glasses, hands, the whole
+    face of a small person), and parts whose barycenters share a cell keeping only the
+    smaller one. Measured on 12 such images: AP^p_50 0.875, AP^p_vol 0.70, PCP_50 0.80
+    (the misses are persons under ~7000 pixels); on these 4: 1.0, 0.75, 0.91.
+    """
+    np = pytest.importorskip("numpy")
+    from smp_parsing.data.synthetic import SyntheticMHPGenerator
+
+    generator = SyntheticMHPGenerator(size=640, max_persons=4)
+    metric = ParsingMetrics(num_classes=59)
+    for index in range(4):
+        sample = generator.render(0, "val", index)
+        maps = torch.from_numpy(np.ascontiguousarray(sample["parsing"]))
+        height, width = maps.shape[1:]
+        pad_h, pad_w = -(-height // 32) * 32, -(-width // 32) * 32
+        padded = torch.zeros(maps.shape[0], pad_h, pad_w, dtype=torch.uint8)
+        padded[:, :height, :width] = maps
+        targets = build_smp_targets(
+            [padded],
+            num_classes=59,
+            center_grid=CENTER_GRID,
+            part_grids=PART_GRIDS,
+            scale_ranges=SCALE_RANGES,
+            epsilon=EPSILON,
+        )
+        meta = {
+            "img_size": (height, width),
+            "ori_size": (height, width),
+            "pad_size": (pad_h, pad_w),
+        }
+        preds = decode_parsing(ideal_outputs(targets), [meta], strides=STRIDES)
+        assert len(preds[0]["scores"]) == len(maps)
+        metric.update(preds, [{"parsing": maps}])
+    result = metric.compute()
+    assert result["APp50"] >= 0.85
+    assert result["APpvol"] >= 0.65
+    assert result["PCP50"] >= 0.8
