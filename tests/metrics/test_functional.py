@@ -249,3 +249,8 @@ def test_match_image_equals_the_greedy_loop():
                     assert pcp[p, t].item() == passed / len(parts)
                 else:
                     assert pcp[p, t].item() == 0.0
+
+
+def test_missing_keys_are_named():
+    with pytest.raises(ValueError, match=r"image 0 of the batch: missing preds\['scores'\]"):
+        ParsingMetrics(3).update([{"parsing": _person()[None]}], [{"parsing": _person()[None]}])

@@ -114,11 +114,10 @@ class ParsingMetrics(Metric):
             where = f"image {index} of the batch" + (
                 f" (id {gt['image_id']})" if "image_id" in gt else ""
             )
-            for key, mapping, name in (("parsing", pred, "preds"), ("scores", pred, "preds")):
-                if key not in mapping:
-                    raise ValueError(f"{where}: {name} entry has no {key!r} key")
-            if "parsing" not in gt:
-                raise ValueError(f"{where}: target entry has no 'parsing' key")
+            missing = [f"preds[{key!r}]" for key in ("parsing", "scores") if key not in pred]
+            missing += ["target['parsing']"] if "parsing" not in gt else []
+            if missing:
+                raise ValueError(f"{where}: missing {', '.join(missing)}")
             stats = image_statistics(
                 torch.as_tensor(pred["parsing"], device=self.device),
                 _scores_tensor(pred["scores"], self.device),
@@ -133,7 +132,7 @@ class ParsingMetrics(Metric):
             self.image_keys.append(
                 torch.full_like(stats.scores, key, dtype=torch.long, device=self.device)
             )
-            # uint8 rather than bool: gloo cannot all_gather bool tensors.
+            # uint8 rather than bool: a dtype every all_gather backend handles.
             self.true_positive.append(stats.true_positive.to(torch.uint8))
             self.pcp.append(stats.pcp)
             self.num_gt += stats.num_gt
