@@ -218,3 +218,39 @@ def test_write_run_summary_with_evaluate_payload(tmp_path):
     assert "| 0.5200 | 0.4100 |" in text
     with pytest.raises(ValueError, match="no numeric metric"):
         rs.write_run_summary(run, metrics={"ckpt_path": "a"})
+
+
+def test_loss_curve_keys_prefer_step_values():
+    series = {
+        k: rs.Series()
+        for k in ("train/loss_step", "train/loss_epoch", "train/loss_mask_epoch", "val/APp50")
+    }
+    assert rs.loss_curve_keys(series) == ["train/loss_mask_epoch", "train/loss_step"]
+
+
+def test_moving_average_matches_numpy():
+    values = list(np.random.default_rng(0).random(40))
+    got = rs.moving_average(values, 7)
+    csum = np.cumsum(np.r_[0.0, values])
+    want = [(csum[i + 1] - csum[max(0, i + 1 - 7)]) / min(i + 1, 7) for i in range(40)]
+    assert np.allclose(got, want)
+
+
+def test_plot_curves_long_run(tmp_path):
+    steps = list(range(0, 500))
+    series = {
+        "train/loss_step": rs.Series(steps, [0.0] * 500, [1.0 / (1 + s) + 0.01 for s in steps])
+    }
+    out = rs.plot_curves(series, tmp_path / "c.png")
+    assert out is not None and cv2.imread(str(out)) is not None
+    assert rs.plot_curves({"other": rs.Series([1], [0], [1.0])}, tmp_path / "d.png") is None
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "smp_parsing.run_summary", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "run directory not found" in proc.stderr and "Traceback" not in proc.stderr

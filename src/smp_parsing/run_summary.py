@@ -210,13 +210,41 @@ def metrics_tables(metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+def loss_curve_keys(series: Mapping[str, Series], loss_prefix: str = LOSS_PREFIX) -> list[str]:
+    """The loss keys worth drawing: per-step values when logged both per step and per epoch."""
+    keys = sorted(k for k in series if k.startswith(loss_prefix))
+    return [
+        k for k in keys if not (k.endswith("_epoch") and f"{k[: -len('_epoch')]}_step" in series)
+    ]
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average (the first values average what is available)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_curves(
     series: Mapping[str, Series],
     out_path: str | Path,
     metric_keys: Sequence[str] = CURVE_METRICS,
     loss_prefix: str = LOSS_PREFIX,
+    smooth_above: int = 50,
 ) -> Path | None:
     """Draw the training losses (vs step) and the validation metrics (vs epoch) into a PNG.
+
+    Args:
+        series: logged keys, from :func:`read_metrics_csv`.
+        out_path: PNG to write.
+        metric_keys: validation metrics to draw.
+        loss_prefix: keys starting with it are losses.
+        smooth_above: a loss curve with more points than this is drawn faint with a moving
+            average over it (per-step losses are noisy).
 
     Returns:
         The PNG path, or ``None`` when ``series`` holds neither losses nor metrics.
@@ -224,7 +252,7 @@ def plot_curves(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    loss_keys = sorted(k for k in series if k.startswith(loss_prefix))
+    loss_keys = loss_curve_keys(series, loss_prefix)
     metric_keys = [k for k in metric_keys if k in series]
     panels = [p for p in (("loss", loss_keys), ("metric", metric_keys)) if p[1]]
     if not panels:
@@ -236,8 +264,14 @@ def plot_curves(
             s = series[key]
             use_epoch = kind == "metric" and not any(math.isnan(e) for e in s.epochs)
             x = s.epochs if use_epoch else s.steps
-            # Epoch-level values are single points per epoch: markers keep short runs readable.
-            ax.plot(x, s.values, marker="o" if len(x) < 30 else None, markersize=3, label=key)
+            label = key.removesuffix("_step")
+            if kind == "loss" and len(x) > smooth_above:
+                (raw,) = ax.plot(x, s.values, alpha=0.25, linewidth=0.8)
+                window = max(5, len(x) // 50)
+                ax.plot(x, moving_average(s.values, window), color=raw.get_color(), label=label)
+            else:
+                # Few points (epoch values, short runs): markers keep them readable.
+                ax.plot(x, s.values, marker="o" if len(x) < 30 else None, markersize=3, label=label)
         if kind == "loss":
             ax.set_xlabel("step")
             ax.set_ylabel("loss")
@@ -401,8 +435,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--overlays", type=Path, nargs="*", default=None, help="overlay images")
     parser.add_argument("--max-overlays", type=int, default=8)
     args = parser.parse_args(argv)
-    metrics = load_metrics_json(args.metrics_json) if args.metrics_json else None
-    readme = write_run_summary(args.run_dir, metrics, args.overlays, args.max_overlays)
+    try:
+        metrics = load_metrics_json(args.metrics_json) if args.metrics_json else None
+        readme = write_run_summary(args.run_dir, metrics, args.overlays, args.max_overlays)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))  # exits with status 2 and the message, no traceback
     print(f"report: {readme}")
     return readme
 
