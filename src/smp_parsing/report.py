@@ -138,7 +138,8 @@ def build_rows(jobs: list[JobResult]) -> tuple[list[str], list[list[str]], list[
         raw_cells: list[Any] = [job.num]
         for key, name in zip(axes, axis_names):
             value = job.overrides.get(key, "")
-            cells.append(VALUE_ALIASES.get(name, {}).get(value, value))
+            # sweepers write booleans either way (`true` on the command line, `True` in a sweep)
+            cells.append(VALUE_ALIASES.get(name, {}).get(value.lower(), value))
             raw_cells.append(value)
         for _, key, scale in METRIC_COLUMNS:
             v = None if job.metrics is None else job.metrics.get(key)
