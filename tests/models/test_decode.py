@@ -152,5 +152,7 @@ def test_decode_nan_gives_no_garbage(field):
 def test_decode_rejects_mismatched_metas():
     with pytest.raises(ValueError, match="metas"):
         decode_parsing(two_people(), [META, META], strides=STRIDES)
+    with pytest.raises(ValueError, match="lacks"):
+        decode_parsing(two_people(), [{"img_size": (64, 64)}], strides=STRIDES)
     with pytest.raises(ValueError, match="strides"):
         decode_parsing(two_people(), [META], strides=(8, 8))

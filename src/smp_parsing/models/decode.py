@@ -50,11 +50,15 @@ def decode_parsing(
          d the Manhattan distance to the pointed centre, r the spread of the human's
          pointed centres (at least ``min_radius``);
       4. masks from the kernels (> ``mask_thr``), area > level stride, maskness rescoring,
-         matrix NMS among same-class parts of a human, keep >= ``update_thr``, at most
-         ``max_parts_per_human`` per human; parts painted in ascending score into one map
-         per human at mask resolution; human score = its center score;
+         matrix NMS among same-class parts of a human (one part per level and class can
+         survive step 3, so duplicates across levels are decayed here), keep >=
+         ``update_thr``, at most ``max_parts_per_human`` per human; parts painted in
+         ascending score into one map per human at mask resolution (a cell no part covers
+         takes the label of its best covered neighbour); human score = its center score;
+         humans without any part are dropped;
       5. maps upsampled to the padded input, cropped to ``meta["img_size"]`` and resized to
-         ``meta["ori_size"]``.
+         ``meta["ori_size"]``, as one resampling (labels nearest, foreground = max part
+         probability bilinear, then thresholded), over a window around each person.
 
     Args:
         outputs: raw head outputs of a batch of B images.
@@ -83,6 +87,10 @@ def decode_parsing(
         raise ValueError(
             f"decode_parsing: {len(metas)} metas for a batch of {outputs.center.shape[0]}"
         )
+    for b, meta in enumerate(metas):
+        missing = {"img_size", "ori_size"} - set(meta)
+        if missing:
+            raise ValueError(f"decode_parsing: meta of image {b} lacks {sorted(missing)}")
     if len(strides) != len(outputs.cate):
         raise ValueError(f"decode_parsing: {len(strides)} strides for {len(outputs.cate)} levels")
     grid = outputs.center.shape[-1]
@@ -217,12 +225,10 @@ def _decode_image(
     # Radius of the distance weighting: spread of the human's accepted pointed centres.
     any_level = accepted.any(0).float()  # (Q, C_P)
     count = any_level.sum(1, keepdim=True).clamp(min=1)
-    centred = (
-        torch.nan_to_num(pointed)
-        - (torch.nan_to_num(pointed) * any_level[..., None]).sum(1, keepdim=True) / count[..., None]
-    )
-    spread = ((centred**2).sum(2) * any_level).sum(1) / count[:, 0]
-    radius = spread.sqrt().clamp(min=cfg.min_radius)  # (Q,)
+    safe_pointed = torch.nan_to_num(pointed)
+    mean = (safe_pointed * any_level[..., None]).sum(1, keepdim=True) / count[..., None]
+    spread = (((safe_pointed - mean) ** 2).sum(2) * any_level).sum(1) / count[:, 0]
+    radius = spread.sqrt().clamp(min=cfg.min_radius)  # (Q,) guarded: never 0
 
     # Part candidate cells: score > threshold on any level, the nms_pre best.
     flat_scores = part_scores.flatten()
@@ -237,7 +243,7 @@ def _decode_image(
 
     # Every (human, candidate) pair at once: the candidate's distance to the human's
     # pointed centre of its class, weighted score, validity (class accepted on its level).
-    target_xy = torch.nan_to_num(pointed)[:, cand_cls]  # (Q, K, 2)
+    target_xy = safe_pointed[:, cand_cls]  # (Q, K, 2)
     dist = (cand_x[None] - target_xy[..., 0]).abs() + (cand_y[None] - target_xy[..., 1]).abs()
     weighted = cand_score[None] * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
     valid = accepted[
@@ -285,9 +291,12 @@ def _decode_image(
     soft = padded_kernels @ mask_feat.flatten(1)  # (R + 1, h * w) logits
     soft[num_sel] = float("-inf")
     soft = soft.sigmoid_()  # NaN stays NaN and never passes a threshold
-    binary = soft > cfg.mask_thr
-    area = binary.sum(1)[:num_sel]
-    maskness = torch.where(binary, soft, 0.0).sum(1)[:num_sel] / area.clamp(min=1)
+    # 0/1 float masks (float reductions are several times faster than bool ones on CPU):
+    # first the probabilities above the threshold (maskness numerator), then their sign.
+    binary = F.threshold(soft, cfg.mask_thr, 0.0)
+    maskness = binary.sum(1)[:num_sel]
+    area = binary.sign_().sum(1)[:num_sel]
+    maskness = maskness / area.clamp(min=1)
     strides = torch.tensor(cfg.strides, device=device, dtype=area.dtype)
     rows = (area > strides[part_level]).nonzero(as_tuple=True)[0]  # area filter
     part_human, part_cls = part_human[rows], part_cls[rows]
