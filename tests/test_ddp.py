@@ -63,3 +63,23 @@ def test_ddp_sim_evaluation_equals_one_process(trained_run, synthetic_root, tmp_
     assert single["val/APp@0.1"] > 0 or single["val/mIoU"] > 0
     for key in COMPARED:
         assert double[f"val/{key}"] == pytest.approx(single[f"val/{key}"], abs=1e-9), key
+
+
+def test_each_rank_gets_its_own_seed() -> None:
+    from types import SimpleNamespace
+
+    from smp_parsing.utils.callbacks import PerRankSeed
+
+    draws = {}
+    for rank in (0, 1):
+        trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        PerRankSeed(seed=7).on_fit_start(trainer, None)
+        draws[rank] = torch.rand(3)
+    torch.manual_seed(8)
+    assert torch.equal(draws[1], torch.rand(3))  # seed + rank: reproducible ...
+    assert not torch.equal(draws[0], draws[1])  # ... and different across ranks
+    torch.manual_seed(0)
+    PerRankSeed(seed=7).on_fit_start(SimpleNamespace(world_size=1, global_rank=0), None)
+    after_single = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(after_single, torch.rand(1))  # one process: the run's seed is left alone

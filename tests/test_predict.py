@@ -70,3 +70,30 @@ def test_predict_input_errors(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="b.png: cannot be read as an image"):
         read_rgb(tmp_path / "b.png")
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_command_lines(trained_run, synthetic_root, tmp_path) -> None:
+    """The ``python -m`` entry points exactly as a user types them (Hydra's own main)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    data = tiny_data_overrides(synthetic_root)
+    image = next((synthetic_root / "val" / "images").iterdir())
+
+    def run(module: str, *args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    out = run("smp_parsing.evaluate", f"ckpt_path={ckpt}", *data, f"hydra.run.dir={tmp_path}/ev")
+    assert "APp50" in out and (tmp_path / "ev" / "metrics.json").is_file()
+    out = run("smp_parsing.predict", f"ckpt_path={ckpt}", *data, f"input={image}",
+              f"output={tmp_path}/pred", f"hydra.run.dir={tmp_path}/pr")  # fmt: skip
+    assert f"Predictions: {tmp_path}/pred" in out
+    assert (tmp_path / "pred" / "scores.json").is_file()
+    assert (tmp_path / "pred" / "overlays" / f"{image.stem}.png").is_file()

@@ -145,3 +145,21 @@ def test_optimized_metric_for_optuna() -> None:
     assert get_metric_value(metrics, None) is None
     with pytest.raises(KeyError, match="available: \\['val/APp50', 'val/APpvol_best'\\]"):
         get_metric_value(metrics, "val/nope")
+
+
+def test_stage_config_builds_the_mir_view(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from smp_parsing.train import stage_config
+
+    cfg = compose_config("train", ["experiment=mhp_r101_dcn_1x"], tmp_path)
+    main = stage_config(cfg, "main", after_main=False)
+    assert main.model.stage == "main" and main.model.net.mir is False
+    mir = stage_config(cfg, "mir", after_main=True)
+    assert mir.model.stage == "mir" and mir.model.net.mir is True
+    assert mir.trainer.max_epochs == 6 and list(mir.model.scheduler.milestones) == [5]
+    assert mir.model.scheduler.warmup_ratio == 0.02  # untouched keys kept
+    assert mir.callbacks.model_checkpoint.dirpath.endswith("checkpoints/mir")
+    # the job's own config is not modified
+    assert cfg.model.stage == "main" and cfg.trainer.max_epochs == 12
+    assert OmegaConf.select(cfg, "model.net.mir") is False
