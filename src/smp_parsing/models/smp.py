@@ -91,6 +91,9 @@ class SMP(nn.Module):
             ``focal_alpha``, ``focal_gamma``, ``max_rois`` (RoIs sampled per batch).
         test_cfg: keyword arguments of :func:`smp_parsing.models.decode.decode_parsing`
             (thresholds of the appendix) plus ``mir_score_thr`` (MIR relabel threshold).
+        channels_last: keep the weights and the input in ``torch.channels_last`` memory
+            format (same outputs; oneDNN convolutions skip their layout reorders, which
+            makes the backbone + FPN ~25% faster on the CPU, see ``benchmarks/``).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class SMP(nn.Module):
         loss: Mapping[str, float] | None = None,
         mir_loss: Mapping[str, float] | None = None,
         test_cfg: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -182,6 +186,9 @@ class SMP(nn.Module):
             else None
         )
         self._mir_only = False
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> SMPOutputs:
@@ -199,6 +206,8 @@ class SMP(nn.Module):
             raise ValueError(f"SMP expects images of shape (B, 3, H, W), got {tuple(images.shape)}")
         if min(images.shape[-2:]) < 32:
             raise ValueError(f"SMP needs H, W >= 32, got {tuple(images.shape[-2:])}")
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         feats = self.fpn(self.backbone(images))
         mask_feat = self.mask_feature(feats[:4])
         cate, kernels = self.part_head(feats)
