@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 from smp_parsing.data.mhp import MHPv2Dataset, read_label_png
@@ -248,6 +249,7 @@ def evaluate_dirs(
     score_threshold_miou: float = 0.05,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     limit: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Metrics of a prediction folder against an MHP v2 split.
 
@@ -259,6 +261,7 @@ def evaluate_dirs(
         score_threshold_miou: Persons scored below it are not painted for mIoU.
         thresholds: IoU thresholds (must contain 0.5).
         limit: Only the first ``limit`` images of the list.
+        progress: Show a progress bar on stderr.
 
     Returns:
         The :class:`~smp_parsing.metrics.ParsingMetrics` dict.
@@ -279,7 +282,10 @@ def evaluate_dirs(
             f"e.g. {unknown[:3]}"
         )
     metric = ParsingMetrics(num_classes, score_threshold_miou, thresholds)
-    for index, image_id in enumerate(dataset.image_ids):
+    ids = list(enumerate(dataset.image_ids))
+    if progress:
+        ids = track(ids, description="scoring", console=Console(stderr=True), transient=True)
+    for index, image_id in ids:
         sample = dataset.load_sample(index)
         height, width = sample["image"].shape[:2]
         parsing, scores = _load_predictions(
@@ -330,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         num_classes=args.num_classes,
         score_threshold_miou=args.score_threshold_miou,
         limit=args.limit,
+        progress=True,
     )
     Console().print(metrics_table(metrics, f"{args.pred_dir} vs {args.gt_root} [{args.split}]"))
     out = args.out if args.out is not None else args.pred_dir / "metrics.json"
