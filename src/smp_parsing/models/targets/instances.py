@@ -116,7 +116,7 @@ def extract_instances(
     # Work on the foreground pixels only (one pass over the maps): every per (person,
     # class) statistic is a bincount / scatter over them with the key person * C + class,
     # no (N, C, H, W) one-hot and a cost that follows the number of labelled pixels.
-    person_of, ys, xs = (maps != 0).nonzero(as_tuple=True)
+    person_of, ys, xs = maps.nonzero(as_tuple=True)
     values = maps[person_of, ys, xs].long()
     _check_class_range(values, person_of, batch_idx, num_classes)
     key = person_of * num_classes + values
