@@ -71,7 +71,7 @@ def load_init_weights(model: pl.LightningModule, ckpt_path: str, trainable: list
     Raises:
         ValueError: naming the checkpoint and the offending keys.
     """
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
     result = model.load_state_dict(state, strict=False)
     prefixes = tuple(f"net.{m}." for m in trainable)
     missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
@@ -85,7 +85,7 @@ def load_init_weights(model: pl.LightningModule, ckpt_path: str, trainable: list
 
 def checkpoint_stage(ckpt_path: str) -> str:
     """Stage recorded in a checkpoint's hyper-parameters (``main`` when absent)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     return str(ckpt.get("hyper_parameters", {}).get("stage", "main"))
 
 

@@ -35,11 +35,15 @@ class NonFiniteLossGuard(Callback):
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        if torch.isfinite(loss.detach()).all():
+        finite = bool(torch.isfinite(loss.detach()).all())
+        # Under DDP every rank must stop together (a rank that raised alone would leave the
+        # others waiting in the gradient all-reduce): any rank's NaN stops all of them.
+        if not trainer.strategy.reduce_boolean_decision(not finite, all=False):
             return
         terms = getattr(pl_module, "last_loss_terms", None) or {"loss": loss}
+        where = "another rank" if finite else f"rank {trainer.global_rank}"
         raise NonFiniteLossError(
-            f"Non-finite training loss at global step {trainer.global_step} "
+            f"Non-finite training loss on {where} at global step {trainer.global_step} "
             f"(epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx}): "
             f"{format_loss_terms(terms)}. Training stopped before the optimiser step; try a lower "
             "learning rate, a longer warmup, or check the batch's annotations."
