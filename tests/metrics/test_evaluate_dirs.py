@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from smp_parsing.metrics.evaluate_dirs import (
+    _FOLDER_INDEX,
     PredictionDirError,
     evaluate_dirs,
     main,
@@ -158,3 +159,31 @@ def test_writer_rejects_bad_input(tmp_path):
         write_prediction_dir(tmp_path, "1", np.zeros((1, 4, 4), np.uint8), [float("inf")])
     with pytest.raises(ValueError, match="P x H x W"):
         write_prediction_dir(tmp_path, "1", np.zeros((4, 4), np.uint8), [0.5])
+
+
+def test_writer_appends_many_images_and_rewrites_a_repeated_one(tmp_path):
+    rng = np.random.default_rng(0)
+    expected = {}
+    write_prediction_dir(tmp_path, "empty", np.zeros((0, 4, 4), np.uint8), [])  # "{}" first
+    for i in range(12):
+        count = int(rng.integers(0, 3))
+        scores = rng.random(count)
+        write_prediction_dir(tmp_path, f"im{i}", rng.integers(0, 5, (count, 4, 4)), scores)
+        expected.update({f"im{i}_{count:02d}_{k + 1:02d}.png": s for k, s in enumerate(scores)})
+    assert json.loads((tmp_path / "scores.json").read_text()) == expected
+    write_prediction_dir(tmp_path, "im3", np.ones((2, 4, 4), np.uint8), [0.25, 0.75])
+    write_prediction_dir(tmp_path, "im3", np.ones((2, 4, 4), np.uint8), [0.5, 0.125])  # same names
+    expected = {k: v for k, v in expected.items() if not k.startswith("im3_")}
+    expected.update({"im3_02_01.png": 0.5, "im3_02_02.png": 0.125})
+    assert json.loads((tmp_path / "scores.json").read_text()) == expected
+    index = read_prediction_dir(tmp_path)
+    assert [s for _, s in index["im3"]] == [0.5, 0.125]
+
+
+def test_writer_replaces_files_left_by_an_earlier_process(trees):
+    _, pred_dir = trees
+    _FOLDER_INDEX.clear()  # as a fresh process: only the directory listing knows the old files
+    write_prediction_dir(pred_dir, "11", torch.ones(2, 10, 10, dtype=torch.uint8), [0.6, 0.2])
+    names = sorted(p.name for p in pred_dir.glob("11_*.png"))
+    assert names == ["11_02_01.png", "11_02_02.png"]
+    assert [s for _, s in read_prediction_dir(pred_dir)["11"]] == [0.6, 0.2]

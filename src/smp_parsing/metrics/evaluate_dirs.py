@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import glob
 import json
 import math
 import os
@@ -82,8 +81,10 @@ def write_prediction_dir(
 ) -> list[Path]:
     """Write one image's predicted persons in the format of this module.
 
-    Replaces earlier files of the same image id, then merges the scores into ``scores.json``
-    (under a file lock, atomically), so several processes can write into one folder.
+    Replaces earlier files of the same image id and adds the scores to ``scores.json``, under a
+    file lock so that several processes can write into one folder. A new image appends its
+    entries in place (cost independent of the folder size); writing an image again rewrites
+    ``scores.json`` without its old entries (atomically).
 
     Args:
         pred_dir: The prediction folder (created if missing).
@@ -117,8 +118,10 @@ def write_prediction_dir(
     pred_dir.mkdir(parents=True, exist_ok=True)
     names = [person_file_name(image_id, len(values), k + 1) for k in range(len(values))]
     with _locked(pred_dir):
-        for stale in _person_files(pred_dir, image_id):
-            stale.unlink()
+        earlier = _person_files(pred_dir, image_id)
+        for stale in earlier:
+            stale.unlink(missing_ok=True)
+        _folder_index(pred_dir)[image_id] = list(names)
         paths = []
         for name, person in zip(names, maps):
             rgb = np.zeros((*person.shape, 3), np.uint8)
@@ -126,11 +129,37 @@ def write_prediction_dir(
             Image.fromarray(rgb).save(pred_dir / name)
             paths.append(pred_dir / name)
         score_path = pred_dir / SCORES_FILE
-        table = _read_scores(score_path) if score_path.exists() else {}
-        table = {k: v for k, v in table.items() if _image_of(k) != image_id}
-        table.update(zip(names, values))
-        _write_json_atomic(score_path, table)
+        if earlier or not score_path.exists():
+            # First image, or the image is written again: rewrite without its old entries.
+            table = _read_scores(score_path) if score_path.exists() else {}
+            table = {k: v for k, v in table.items() if _image_of(k) != image_id}
+            table.update(zip(names, values))
+            _write_json_atomic(score_path, table)
+        elif names:
+            # The common case (a new image): append in place, O(persons) instead of O(folder).
+            _append_scores(score_path, dict(zip(names, values)))
     return paths
+
+
+def _append_scores(path: Path, entries: dict[str, float]) -> None:
+    """Add entries to the JSON object in ``path`` by rewriting only its closing brace."""
+    lines = ",\n".join(
+        f"{json.dumps(name)}: {json.dumps(value)}" for name, value in entries.items()
+    )
+    with open(path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 64))
+        tail = f.read()
+        end = tail.rstrip()
+        if not end.endswith(b"}"):
+            raise PredictionDirError(f"{path}: not a JSON object (no closing brace), cannot append")
+        brace = size - len(tail) + len(end) - 1
+        body = end[:-1].rstrip()
+        empty = body.endswith(b"{")  # "{}" or "{\n}": no entry yet
+        f.seek(brace)
+        f.write((b"\n" if empty else b",\n") + lines.encode("utf-8") + b"\n}\n")
+        f.truncate()
 
 
 def _image_of(name: str) -> str | None:
@@ -138,16 +167,35 @@ def _image_of(name: str) -> str | None:
     return match["image_id"] if match else None
 
 
+# Person PNGs per image id of each folder this process writes into: one directory listing at the
+# first write, then kept up to date, so that finding an image's earlier files costs O(1) per call
+# (a listing per call would make writing N images O(N^2)). Processes writing into one folder write
+# different images, so each one's view of the files it replaces stays right.
+_FOLDER_INDEX: dict[Path, dict[str, list[str]]] = {}
+
+
+def _folder_index(pred_dir: Path) -> dict[str, list[str]]:
+    key = pred_dir.resolve()
+    if key not in _FOLDER_INDEX:
+        index: dict[str, list[str]] = defaultdict(list)
+        with os.scandir(pred_dir) as entries:
+            for entry in entries:
+                image_id = _image_of(entry.name)
+                if image_id is not None:
+                    index[image_id].append(entry.name)
+        _FOLDER_INDEX[key] = index
+    return _FOLDER_INDEX[key]
+
+
 def _person_files(pred_dir: Path, image_id: str) -> list[Path]:
     """PNGs of ``image_id`` already in the folder (exact id match, ``1`` does not match ``11``)."""
-    candidates = pred_dir.glob(f"{glob.escape(image_id)}_*_*.png")
-    return [p for p in candidates if _image_of(p.name) == image_id]
+    return [pred_dir / name for name in _folder_index(pred_dir).get(image_id, [])]
 
 
 def _write_json_atomic(path: Path, content: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(content, f, indent=0, sort_keys=True)
+        json.dump(content, f, indent=0)  # one entry per line, like the appended ones
     os.replace(tmp, path)
 
 
