@@ -43,6 +43,7 @@ from benchmarks.common import (
     time_alternating,
     to_channels_last,
 )
+from smp_parsing.models.fold_bn import fold_frozen_batchnorm
 
 PAPER_FPS_1X = 7.47  # Table 5, SMP-R101 1x grid on one V100
 
@@ -62,6 +63,18 @@ def _outputs_to(out, device):
     return out
 
 
+def _total_fn(net, images, metas, device, amp):
+    """Forward + decode of ``net`` on ``images`` (what a user's inference costs)."""
+
+    def total() -> None:
+        with torch.inference_mode():
+            with autocast(device, amp):
+                out = net(images)
+            net.predict(out, metas)
+
+    return total
+
+
 def bench_smp_inference(
     backbone: str,
     *,
@@ -74,6 +87,7 @@ def bench_smp_inference(
     amp: bool = False,
     channels_last: bool = False,
     mask_rcnn: bool = False,
+    fold_bn: bool = True,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Time one SMP backbone preset (and optionally Mask R-CNN in the same rounds).
@@ -86,14 +100,23 @@ def bench_smp_inference(
         device: where the networks run.
         amp: bf16 autocast around the forward passes.
         channels_last: convert networks and input to ``channels_last``.
-        mask_rcnn: also time Mask R-CNN on the same input, alternating with SMP.
+        mask_rcnn: also time Mask R-CNN on the same input, alternating with SMP, and (when
+            ``channels_last`` is off) two SMP variants: ``total_unfolded`` (BatchNorm not
+            folded, the network as trained) and ``total_channels_last`` (the
+            ``channels_last: true`` switch on top of ``fold_bn``).
+        fold_bn: fold BatchNorm into the convolutions first, as ``predict`` does by
+            default (:func:`~smp_parsing.models.fold_bn.fold_frozen_batchnorm`).
         overrides: dotted config overrides of the SMP network.
 
     Returns:
         Medians in ms (``backbone_fpn_ms``, ``forward_ms``, ``decode_ms``, ``total_ms`` and
-        ``mask_rcnn_ms`` / ``ratio_total_vs_mask_rcnn``), the run lists, shapes and counts.
+        ``mask_rcnn_ms``, ``total_channels_last_ms`` and their ratios), the run lists,
+        shapes and counts.
     """
     net = build_smp(backbone, overrides=overrides).to(device).eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    if fold_bn:  # what `predict` does (fold_batchnorm: true)
+        fold_frozen_batchnorm(net)
     images = images_tensor(1, height, width, device=device)
     if channels_last:
         images = to_channels_last(net, images)
@@ -113,13 +136,25 @@ def bench_smp_inference(
         with torch.inference_mode():
             detected["smp_persons"] = len(net.predict(oracle, metas)[0]["scores"])
 
-    def total() -> None:
-        with torch.inference_mode():
-            with autocast(device, amp):
-                out = net(images)
-            net.predict(out, metas)
-
-    fns = {"backbone_fpn": backbone_fpn, "forward": forward, "decode": decode, "total": total}
+    fns = {
+        "backbone_fpn": backbone_fpn,
+        "forward": forward,
+        "decode": decode,
+        "total": _total_fn(net, images, metas, device, amp),
+    }
+    if mask_rcnn and not channels_last:
+        # Figures behind the inference switches, same weights, same rounds: the network as
+        # trained (BN not folded) and with the `channels_last: true` switch of the config.
+        variants = {
+            "total_unfolded": ({}, False),
+            "total_channels_last": ({"channels_last": True}, fold_bn),
+        }
+        for name, (extra, fold) in variants.items():
+            variant = build_smp(backbone, overrides={**(overrides or {}), **extra}).to(device)
+            variant.eval().load_state_dict(state)
+            if fold:
+                fold_frozen_batchnorm(variant)
+            fns[name] = _total_fn(variant, images, metas, device, amp)
     if mask_rcnn:
         peer = build_mask_rcnn(min_size=min(height, width), max_size=max(height, width))
         peer = peer.to(device).eval()
@@ -139,6 +174,7 @@ def bench_smp_inference(
         "persons_in_decode": persons,
         "amp_bf16": amp,
         "channels_last": channels_last,
+        "fold_bn": fold_bn,
         "parameters_m": sum(p.numel() for p in net.parameters()) / 1e6,
         **detected,
     }
@@ -148,6 +184,9 @@ def bench_smp_inference(
     result["fps_total"] = 1e3 / result["total_ms"]
     if mask_rcnn:
         result["ratio_total_vs_mask_rcnn"] = result["total_ms"] / result["mask_rcnn_ms"]
+        for name in ("total_unfolded", "total_channels_last"):
+            if f"{name}_ms" in result:
+                result[f"ratio_{name}_vs_mask_rcnn"] = result[f"{name}_ms"] / result["mask_rcnn_ms"]
         if detected.get("mask_rcnn_detections") != MASK_RCNN_DETECTIONS:
             result["warning"] = (
                 f"Mask R-CNN returned {detected.get('mask_rcnn_detections')} detections, "

@@ -33,6 +33,7 @@ from benchmarks.common import (
     set_threads,
     time_alternating,
 )
+from smp_parsing.models.fold_bn import fold_frozen_batchnorm
 
 DEFAULT_SIZES = ((512, 768), (800, 1216), (1024, 1568))  # short side 512/800/1024, ~1.52:1
 
@@ -59,6 +60,7 @@ def run(
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else amp
     net = build_smp(backbone, overrides=overrides).to(dev).eval()
+    fold_frozen_batchnorm(net)  # as predict runs it (fold_batchnorm: true)
     rows: list[dict[str, Any]] = []
     forward_ms: dict[tuple[int, int], float] = {}
     for height, width in sizes:

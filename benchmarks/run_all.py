@@ -102,7 +102,12 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         r50 = next((r for r in inference["rows"] if "mask_rcnn_ms" in r), None)
         if r50 is not None:
             ratio = r50["ratio_total_vs_mask_rcnn"]
-            out.append(("SMP-R50 total / Mask R-CNN total", f"{ratio:.2f}", "<= 1.0", ratio <= 1.0))
+            name = f"SMP-{r50['backbone'].upper()} total / Mask R-CNN total"
+            out.append((name, f"{ratio:.2f}", "<= 1.0", ratio <= 1.0))
+            if "ratio_total_channels_last_vs_mask_rcnn" in r50:
+                ratio = r50["ratio_total_channels_last_vs_mask_rcnn"]
+                out.append((name + " with channels_last: true", f"{ratio:.2f}", "<= 1.0",
+                            ratio <= 1.0))  # fmt: skip
         for row in inference["rows"]:
             rel = row["total_ms"] / row["backbone_fpn_ms"]
             out.append((f"{row['backbone']}: forward+decode / backbone+FPN", f"{rel:.2f}",
@@ -154,6 +159,16 @@ def to_markdown(results: dict[str, Any]) -> str:
             ["backbone", "input", "backbone+FPN", "SMP forward",
              f"decode ({inference['rows'][0]['persons_in_decode']} persons)", "total", "FPS",
              "Mask R-CNN (20 det.)", "SMP/Mask R-CNN"], rows))  # fmt: skip
+        for r in inference["rows"]:
+            if "total_channels_last_ms" in r:
+                parts.append(
+                    f"Inference switches, SMP-{r['backbone'].upper()} total in the same rounds: "
+                    f"{r['total_unfolded_ms']:.0f} ms as trained (BatchNorm not folded), "
+                    f"{r['total_ms']:.0f} ms with BN folded (`fold_batchnorm: true`, the default "
+                    f"of predict), {r['total_channels_last_ms']:.0f} ms with "
+                    f"`model.net.channels_last=true` on top "
+                    f"({r['ratio_total_channels_last_vs_mask_rcnn']:.2f} x Mask R-CNN)."
+                )
         parts.append(inference.get("gpu_note", "") + f" Paper: {inference['paper_fps_1x']} FPS "
                      "(SMP-R101, 1x grid, one V100).")  # fmt: skip
     scaling = results.get("scaling")

@@ -39,6 +39,7 @@ def test_inference_with_mask_rcnn_ratio():
     (row,) = result["rows"]
     assert row["mask_rcnn_detections"] == 20 and "warning" not in row
     assert row["ratio_total_vs_mask_rcnn"] == pytest.approx(row["total_ms"] / row["mask_rcnn_ms"])
+    assert row["total_channels_last_ms"] > 0 and row["total_unfolded_ms"] > 0  # switches
 
 
 def test_scaling_toy():
