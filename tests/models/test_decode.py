@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from smp_parsing.models.decode import decode_parsing
+from smp_parsing.models.decode import decode_parsing, select_parts
 from smp_parsing.models.outputs import SMPOutputs
 
 GRID = 8  # center grid and the single part level
@@ -156,3 +156,61 @@ def test_decode_rejects_mismatched_metas():
         decode_parsing(two_people(), [{"img_size": (64, 64)}], strides=STRIDES)
     with pytest.raises(ValueError, match="strides"):
         decode_parsing(two_people(), [META], strides=(8, 8))
+
+
+def loop_select_parts(pointed, accepted, part_scores, thr, nms_pre, min_radius):
+    """select_parts one human, level, class and candidate at a time."""
+    levels, num_cls, grid, _ = part_scores.shape
+    cands = [
+        (part_scores[lv, c, y, x].item(), lv, c, y, x)
+        for lv in range(levels)
+        for c in range(num_cls)
+        for y in range(grid)
+        for x in range(grid)
+        if part_scores[lv, c, y, x] > thr
+    ]
+    cands = sorted(cands, key=lambda e: -e[0])[:nms_pre]  # stable: flat order on ties
+    chosen = []
+    for q in range(pointed.shape[0]):
+        acc = [c for c in range(num_cls) if accepted[:, q, c].any()]
+        if acc:
+            pts = [pointed[q, c].tolist() for c in acc]
+            mx = sum(p[0] for p in pts) / len(pts)
+            my = sum(p[1] for p in pts) / len(pts)
+            spread = sum((p[0] - mx) ** 2 + (p[1] - my) ** 2 for p in pts) / len(pts)
+        else:
+            spread = 0.0
+        r = max(math.sqrt(spread), min_radius)
+        for level in range(levels):
+            for c in range(num_cls):
+                if not accepted[level, q, c]:
+                    continue
+                best = None
+                for score, lv, cc, y, x in cands:
+                    if lv != level or cc != c:
+                        continue
+                    d = abs(x - pointed[q, c, 0].item()) + abs(y - pointed[q, c, 1].item())
+                    w = score * math.exp(-(d**2) / r**2)
+                    if best is None or w > best[0] + 1e-7:
+                        best = (w, y, x)
+                if best is not None:
+                    chosen.append((q, level, c, best[1], best[2], best[0]))
+    return chosen
+
+
+def test_select_parts_matches_loop():
+    generator = torch.Generator().manual_seed(0)
+    levels, num_cls, grid, humans = 2, 3, 6, 4
+    part_scores = torch.rand(levels, num_cls, grid, grid, generator=generator)
+    part_scores = part_scores * (part_scores > 0.6)
+    pointed = torch.rand(humans, num_cls, 2, generator=generator) * (grid - 1)
+    accepted = torch.rand(levels, humans, num_cls, generator=generator) > 0.3
+    accepted[:, 3] = False  # a human with nothing accepted
+    got = select_parts(
+        pointed, accepted, part_scores, cate_score_thr=0.6, nms_pre=30, min_radius=1.0
+    )
+    want = loop_select_parts(pointed, accepted, part_scores, 0.6, 30, 1.0)
+    assert len(want) > 5
+    got_rows = list(zip(*(t.tolist() for t in got[:5])))
+    assert got_rows == [w[:5] for w in want]
+    torch.testing.assert_close(got[5], torch.tensor([w[5] for w in want]))

@@ -222,61 +222,20 @@ def _decode_image(
     pointed_score = part_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]  # (L, Q, C_P)
     accepted = (pointed_score > cfg.cate_score_thr) & finite  # (L, Q, C_P)
 
-    # Radius of the distance weighting: spread of the human's accepted pointed centres.
-    any_level = accepted.any(0).float()  # (Q, C_P)
-    count = any_level.sum(1, keepdim=True).clamp(min=1)
-    safe_pointed = torch.nan_to_num(pointed)
-    mean = (safe_pointed * any_level[..., None]).sum(1, keepdim=True) / count[..., None]
-    spread = (((safe_pointed - mean) ** 2).sum(2) * any_level).sum(1) / count[:, 0]
-    radius = spread.sqrt().clamp(min=cfg.min_radius)  # (Q,) guarded: never 0
-
-    # Part candidate cells: score > threshold on any level, the nms_pre best.
-    flat_scores = part_scores.flatten()
-    cand = (flat_scores > cfg.cate_score_thr).nonzero(as_tuple=True)[0]
-    cand = cand[torch.argsort(flat_scores[cand], descending=True)[: cfg.nms_pre]]
-    cand_score = flat_scores[cand]
-    cand_level = cand // (num_part_classes * grid * grid)
-    cand_cls = cand // (grid * grid) % num_part_classes
-    cand_y = cand // grid % grid
-    cand_x = cand % grid
-    num_cand = cand.numel()
-
-    # Every (human, candidate) pair at once: the candidate's distance to the human's
-    # pointed centre of its class, weighted score, validity (class accepted on its level).
-    target_xy = safe_pointed[:, cand_cls]  # (Q, K, 2)
-    dist = (cand_x[None] - target_xy[..., 0]).abs() + (cand_y[None] - target_xy[..., 1]).abs()
-    weighted = cand_score[None] * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
-    valid = accepted[
-        cand_level[None], torch.arange(num_humans, device=device)[:, None], cand_cls[None]
-    ]
-    weighted = torch.where(valid, weighted, -1.0)
-
-    # Best candidate of each (human, level, class) group: max of the weighted scores by
-    # scatter, then the first candidate reaching it.
-    num_groups = num_humans * levels * num_part_classes
-    group = (
-        torch.arange(num_humans, device=device)[:, None] * levels + cand_level[None]
-    ) * num_part_classes + cand_cls[None]  # (Q, K)
-    best = torch.full((num_groups,), -1.0, device=device)
-    best.scatter_reduce_(0, group.flatten(), weighted.flatten(), "amax")
-    is_best = valid & (weighted == best[group])
-    cand_idx = torch.arange(num_cand, device=device).expand_as(group)
-    first = torch.full((num_groups,), num_cand, dtype=torch.long, device=device)
-    first.scatter_reduce_(
-        0, group.flatten(), torch.where(is_best, cand_idx, num_cand).flatten(), "amin"
+    part_human, part_level, part_cls, cell_y, cell_x, part_score = select_parts(
+        pointed,
+        accepted,
+        part_scores,
+        cate_score_thr=cfg.cate_score_thr,
+        nms_pre=cfg.nms_pre,
+        min_radius=cfg.min_radius,
     )
-    chosen_group = (first < num_cand).nonzero(as_tuple=True)[0]
-    chosen = first[chosen_group]  # (R,) candidate index
-    part_human = chosen_group // (levels * num_part_classes)
-    part_level = cand_level[chosen]
-    part_cls = cand_cls[chosen]
-    part_score = best[chosen_group]
 
     # 4. Masks from the kernels of the chosen cells (same nearest-exact map as the scores).
     part_grids = torch.tensor(cfg.part_grids, device=device)
     level_grid = part_grids[part_level]
-    src_y = ((cand_y[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
-    src_x = ((cand_x[chosen] + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
+    src_y = ((cell_y + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
+    src_x = ((cell_x + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
     src_cell = src_y * level_grid + src_x
     part_kernels = kernels[0].new_zeros(part_level.numel(), kernels[0].shape[0])  # (R, C_K)
     for level, level_kernels in enumerate(kernels):  # the five levels, not the parts
@@ -358,6 +317,94 @@ def _decode_image(
         "centers": human_xy[has_parts],
         "part_centers": pointed[has_parts],
     }
+
+
+def select_parts(
+    pointed: Tensor,
+    accepted: Tensor,
+    part_scores: Tensor,
+    *,
+    cate_score_thr: float,
+    nms_pre: int,
+    min_radius: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Best part candidate of every (human, level, class) with an accepted pointed centre.
+
+    Candidates are the cells of all levels and classes with a score above
+    ``cate_score_thr`` (the ``nms_pre`` best). For human q and a candidate of class p on
+    level l (valid when ``accepted[l, q, p]``), the weighted score is
+    ``score * exp(-d^2 / r_q^2)`` with d the Manhattan distance from the candidate cell to
+    the human's pointed centre of class p and r_q the spread (RMS distance to their mean)
+    of the human's accepted pointed centres, at least ``min_radius``. Each (q, l, p) keeps
+    its highest weighted candidate (ties: the higher-scored candidate, then the lower
+    flat index (level, class, y, x)).
+
+    Args:
+        pointed: ``(Q, C_P, 2)`` pointed part centres ``(x, y)`` in grid cells.
+        accepted: ``(L, Q, C_P)`` bool, class p accepted for human q on level l.
+        part_scores: ``(L, C_P, S, S)`` part probabilities on the center grid.
+        cate_score_thr: candidate threshold.
+        nms_pre: max candidates.
+        min_radius: lower bound of r.
+
+    Returns:
+        ``human``, ``level``, ``cls`` (0-based), ``cell_y``, ``cell_x`` of the R chosen
+        parts (long ``(R,)``) and their weighted ``score`` ``(R,)``, ordered by
+        (human, level, class).
+    """
+    device = part_scores.device
+    levels, num_part_classes, grid, _ = part_scores.shape
+    num_humans = pointed.shape[0]
+    # Radius of the distance weighting: spread of the human's accepted pointed centres.
+    any_level = accepted.any(0).float()  # (Q, C_P)
+    count = any_level.sum(1, keepdim=True).clamp(min=1)
+    safe_pointed = torch.nan_to_num(pointed)
+    mean = (safe_pointed * any_level[..., None]).sum(1, keepdim=True) / count[..., None]
+    spread = (((safe_pointed - mean) ** 2).sum(2) * any_level).sum(1) / count[:, 0]
+    radius = spread.sqrt().clamp(min=min_radius)  # (Q,) guarded: never 0
+
+    # Part candidate cells: score > threshold on any level, the nms_pre best.
+    flat_scores = part_scores.flatten()
+    cand = (flat_scores > cate_score_thr).nonzero(as_tuple=True)[0]
+    cand = cand[torch.argsort(flat_scores[cand], descending=True, stable=True)[:nms_pre]]
+    cand_score = flat_scores[cand]
+    cand_level = cand // (num_part_classes * grid * grid)
+    cand_cls = cand // (grid * grid) % num_part_classes
+    cand_y = cand // grid % grid
+    cand_x = cand % grid
+    num_cand = cand.numel()
+
+    # Every (human, candidate) pair at once: the candidate's distance to the human's
+    # pointed centre of its class, weighted score, validity (class accepted on its level).
+    target_xy = safe_pointed[:, cand_cls]  # (Q, K, 2)
+    dist = (cand_x[None] - target_xy[..., 0]).abs() + (cand_y[None] - target_xy[..., 1]).abs()
+    weighted = cand_score[None] * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
+    valid = accepted[
+        cand_level[None], torch.arange(num_humans, device=device)[:, None], cand_cls[None]
+    ]
+    weighted = torch.where(valid, weighted, -1.0)
+
+    # Best candidate of each (human, level, class) group: max of the weighted scores by
+    # scatter, then the first candidate reaching it.
+    num_groups = num_humans * levels * num_part_classes
+    group = (
+        torch.arange(num_humans, device=device)[:, None] * levels + cand_level[None]
+    ) * num_part_classes + cand_cls[None]  # (Q, K)
+    best = torch.full((num_groups,), -1.0, device=device)
+    best.scatter_reduce_(0, group.flatten(), weighted.flatten(), "amax")
+    is_best = valid & (weighted == best[group])
+    cand_idx = torch.arange(num_cand, device=device).expand_as(group)
+    first = torch.full((num_groups,), num_cand, dtype=torch.long, device=device)
+    first.scatter_reduce_(
+        0, group.flatten(), torch.where(is_best, cand_idx, num_cand).flatten(), "amin"
+    )
+    chosen_group = (first < num_cand).nonzero(as_tuple=True)[0]
+    chosen = first[chosen_group]  # (R,) candidate index
+    part_human = chosen_group // (levels * num_part_classes)
+    part_level = cand_level[chosen]
+    part_cls = cand_cls[chosen]
+    part_score = best[chosen_group]
+    return part_human, part_level, part_cls, cand_y[chosen], cand_x[chosen], part_score
 
 
 def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float) -> Tensor:
