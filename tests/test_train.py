@@ -163,3 +163,22 @@ def test_stage_config_builds_the_mir_view(tmp_path) -> None:
     # the job's own config is not modified
     assert cfg.model.stage == "main" and cfg.trainer.max_epochs == 12
     assert OmegaConf.select(cfg, "model.net.mir") is False
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_and_reads_the_optimized_metric(synthetic_root, tmp_path) -> None:
+    """``hparams_search=optuna``: each trial's ``main`` returns ``val/APpvol_best`` to Optuna."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "smp_parsing.train", "hparams_search=optuna",
+           "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+           f"paths.log_dir={tmp_path}/logs/", *tiny_train_overrides(synthetic_root)]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "model.optimizer.lr" in best and "best_value" in best
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
