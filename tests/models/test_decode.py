@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from smp_parsing.models.decode import decode_parsing, select_parts
+from smp_parsing.models.decode import decode_parsing, paint_persons, select_parts
 from smp_parsing.models.outputs import SMPOutputs
 
 GRID = 8  # center grid and the single part level
@@ -214,3 +214,41 @@ def test_select_parts_matches_loop():
     got_rows = list(zip(*(t.tolist() for t in got[:5])))
     assert got_rows == [w[:5] for w in want]
     torch.testing.assert_close(got[5], torch.tensor([w[5] for w in want]))
+
+
+def loop_paint(masks, rows, human, labels, num_humans, size, thr):
+    """Paint each human pixel by pixel, parts in the given (ascending score) order."""
+    h, w = size
+    label_map = torch.zeros(num_humans, h, w, dtype=torch.long)
+    foreground = torch.zeros(num_humans, h, w)
+    for q in range(num_humans):
+        parts = [(int(r), int(c)) for r, hq, c in zip(rows, human, labels) if hq == q]
+        rank = torch.zeros(h, w, dtype=torch.long)
+        for k, (r, _) in enumerate(parts, start=1):
+            m = masks[r].view(h, w)
+            foreground[q] = torch.maximum(foreground[q], m)
+            rank[m > thr] = k  # later = higher score wins
+        for y in range(h):
+            for x in range(w):
+                k = int(rank[y, x])
+                if k == 0:  # uncovered: best covered neighbour
+                    k = int(rank[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].max())
+                label_map[q, y, x] = parts[k - 1][1] if k else 0
+    return label_map, foreground
+
+
+def test_paint_persons_matches_loop():
+    generator = torch.Generator().manual_seed(1)
+    h, w, num_rows = 6, 7, 9
+    masks = torch.rand(num_rows + 1, h * w, generator=generator) ** 6
+    masks[-1] = 0  # the padding row
+    rows = torch.tensor([4, 0, 7, 2, 5, 8, 1])
+    human = torch.tensor([0, 0, 0, 2, 2, 2, 3])  # human 1 has no part
+    labels = torch.tensor([3, 1, 3, 2, 5, 4, 6])
+    got_labels, got_fg = paint_persons(masks, rows, human, labels, 4, (h, w), 0.5)
+    want_labels, want_fg = loop_paint(masks, rows, human, labels, 4, (h, w), 0.5)
+    assert torch.equal(got_labels, want_labels)
+    torch.testing.assert_close(got_fg, want_fg)
+    assert got_labels[1].sum() == 0 and got_labels[0].unique().numel() > 2
+    covered = (masks[[4, 0, 7]] > 0.5).any(0).sum()
+    assert covered < (got_labels[0] > 0).sum() < h * w  # grown into neighbours, not everywhere

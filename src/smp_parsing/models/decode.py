@@ -287,36 +287,69 @@ def _decode_image(
     keep = per_human[part_human] - 1 - slot[:, 1] < cfg.max_parts_per_human
     rows, part_human, part_cls = rows[keep], part_human[keep], part_cls[keep]
 
-    # 4'. Paint at F_mask resolution: per human and pixel, the highest-scored part whose
-    # mask covers it. Cells no part covers but next to one take the best neighbour's
-    # label: the bilinear foreground (max part probability) may grow into them.
-    _, slot = pack_by_group(rows, part_human, num_groups=num_humans)
-    k_max = max(int(slot[:, 1].max()) + 1 if slot.numel() else 0, 1)
-    source = torch.full((num_humans, k_max), num_sel, dtype=torch.long, device=device)
-    source[slot[:, 0], slot[:, 1]] = rows
-    label_of = torch.zeros(num_humans, k_max + 1, dtype=torch.long, device=device)
-    label_of[slot[:, 0], slot[:, 1] + 1] = part_cls + 1  # column 0: background
-    # (advanced indexing: index_select is many times slower for long rows on CPU)
-    packed = soft[source.flatten()].view(num_humans, k_max, mask_h * mask_w)  # (Q, K, hw)
-    foreground = packed.amax(1)
-    rank = torch.arange(1, k_max + 1, device=device, dtype=packed.dtype).view(1, -1, 1)
-    winner = torch.where(packed > cfg.mask_thr, rank, 0.0).amax(1)  # 0 = not covered
-    grown = F.max_pool2d(winner.view(num_humans, 1, mask_h, mask_w), 3, stride=1, padding=1)
-    winner = torch.where(winner > 0, winner, grown.view(num_humans, mask_h * mask_w))
-    label_map = label_of.gather(1, winner.long())
+    # 4'. Paint at F_mask resolution (rows are in ascending score inside each human).
+    label_map, foreground = paint_persons(
+        soft, rows, part_human, part_cls + 1, num_humans, (mask_h, mask_w), cfg.mask_thr
+    )
 
     has_parts = (
         per_human.new_zeros(num_humans).index_add_(0, part_human, torch.ones_like(part_human)) > 0
     )
-    label_map = label_map[has_parts].view(-1, mask_h, mask_w)
-    foreground = foreground[has_parts].view(-1, mask_h, mask_w)
-    parsing = _to_original(label_map, foreground, meta, cfg.mask_thr)
+    parsing = _to_original(label_map[has_parts], foreground[has_parts], meta, cfg.mask_thr)
     return {
         "parsing": parsing,
         "scores": human_scores[has_parts],
         "centers": human_xy[has_parts],
         "part_centers": pointed[has_parts],
     }
+
+
+def paint_persons(
+    masks: Tensor,
+    rows: Tensor,
+    human: Tensor,
+    labels: Tensor,
+    num_humans: int,
+    mask_size: tuple[int, int],
+    mask_thr: float,
+) -> tuple[Tensor, Tensor]:
+    """One label map per human from its parts' soft masks, all humans at once.
+
+    Per human and pixel, the label of the last (highest-scored) of its parts whose
+    probability exceeds ``mask_thr``; a pixel no part covers but next to a covered one
+    (3 x 3) takes the label of the best covered neighbour, since the bilinear foreground
+    may grow into it when upsampled. The foreground is the max part probability.
+
+    Args:
+        masks: ``(R + 1, h * w)`` part probabilities; the last row is all 0 (padding).
+        rows: ``(R',)`` rows of the kept parts, grouped by human in ascending score.
+        human: ``(R',)`` human of each kept part.
+        labels: ``(R',)`` part class (1..C_P) of each kept part.
+        num_humans: Q.
+        mask_size: ``(h, w)``.
+        mask_thr: coverage threshold.
+
+    Returns:
+        ``label_map`` ``(Q, h, w)`` long and ``foreground`` ``(Q, h, w)`` float.
+    """
+    device = masks.device
+    mask_h, mask_w = mask_size
+    padding_row = masks.shape[0] - 1
+    _, slot = pack_by_group(rows, human, num_groups=num_humans)
+    k_max = max(int(slot[:, 1].max()) + 1 if slot.numel() else 0, 1)
+    source = torch.full((num_humans, k_max), padding_row, dtype=torch.long, device=device)
+    source[slot[:, 0], slot[:, 1]] = rows
+    label_of = torch.zeros(num_humans, k_max + 1, dtype=torch.long, device=device)
+    label_of[slot[:, 0], slot[:, 1] + 1] = labels  # column 0: background
+    # (advanced indexing: index_select is many times slower for long rows on CPU)
+    packed = masks[source.flatten()].view(num_humans, k_max, mask_h * mask_w)  # (Q, K, hw)
+    foreground = packed.amax(1)
+    rank = torch.arange(1, k_max + 1, device=device, dtype=packed.dtype).view(1, -1, 1)
+    winner = torch.where(packed > mask_thr, rank, 0.0).amax(1)  # 0 = not covered
+    grown = F.max_pool2d(winner.view(num_humans, 1, mask_h, mask_w), 3, stride=1, padding=1)
+    winner = torch.where(winner > 0, winner, grown.view(num_humans, mask_h * mask_w))
+    label_map = label_of.gather(1, winner.long())
+    return label_map.view(num_humans, mask_h, mask_w), foreground.view(num_humans, mask_h, mask_w)
 
 
 def select_parts(
