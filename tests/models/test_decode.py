@@ -89,6 +89,11 @@ def test_decode_thresholds_and_max_humans():
     # parts scored 1 - 4.5e-5 are all rejected by a threshold above that
     (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, cate_score_thr=0.99999)
     assert len(pred["scores"]) == 0
+    # a part score is at most its category score: update_thr above 1 keeps nothing
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, update_thr=1.01)
+    assert len(pred["scores"]) == 0
+    (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, max_parts_per_human=1)
+    assert pred["parsing"][1].unique().numel() == 2  # A keeps one of its two parts
 
 
 def test_decode_area_filter_drops_tiny_masks():

@@ -231,6 +231,12 @@ def _decode_image(
         min_radius=cfg.min_radius,
     )
 
+    # Maskness and the NMS decay are <= 1: a part already under update_thr cannot come
+    # back, so its mask is never computed.
+    alive = (part_score >= cfg.update_thr).nonzero(as_tuple=True)[0]
+    part_human, part_level, part_cls = part_human[alive], part_level[alive], part_cls[alive]
+    cell_y, cell_x, part_score = cell_y[alive], cell_x[alive], part_score[alive]
+
     # 4. Masks from the kernels of the chosen cells (same nearest-exact map as the scores).
     part_grids = torch.tensor(cfg.part_grids, device=device)
     level_grid = part_grids[part_level]
