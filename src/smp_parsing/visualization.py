@@ -483,11 +483,16 @@ def render_heatmap(
     return rgb
 
 
-def grid_to_pixels(points: Any, grid_size: int | tuple[int, int], canvas_hw: tuple[int, int]):
-    """Map grid cell coordinates ``(..., 2)`` ``(x, y)`` to the pixel centres of a canvas.
+def grid_to_pixels(
+    points: Any, grid_size: int | tuple[int, int], canvas_hw: tuple[int, int]
+) -> np.ndarray:
+    """Map grid cell coordinates to the pixel centres of a canvas covering the whole grid.
 
-    The canvas is assumed to cover the whole grid (e.g. a heatmap rendered at any size, or the
-    padded network input).
+    Args:
+        points: ``(..., 2)`` grid coordinates ``(x, y)``.
+        grid_size: ``S`` or ``(S_h, S_w)``.
+        canvas_hw: canvas ``(height, width)`` (e.g. a heatmap rendered at any size, or the
+            padded network input).
 
     Returns:
         float array of the same shape, ``(x_px, y_px)``.
@@ -545,10 +550,11 @@ def parts_present(person_maps: Any, num_part_classes: int) -> np.ndarray:
     if maps.size and maps.max() > num_part_classes:
         raise ValueError(f"class id {int(maps.max())} exceeds num_part_classes={num_part_classes}")
     # One bincount over (person, class) pairs for all persons at once.
-    keys = maps.reshape(num_persons, maps.shape[1] * maps.shape[2]) + np.arange(num_persons)[
-        :, None
-    ] * (num_part_classes + 1)
-    counts = np.bincount(keys.ravel(), minlength=num_persons * (num_part_classes + 1))
+    flat = maps.reshape(num_persons, maps.shape[1] * maps.shape[2])
+    person_offset = np.arange(num_persons)[:, None] * (num_part_classes + 1)
+    counts = np.bincount(
+        (flat + person_offset).ravel(), minlength=num_persons * (num_part_classes + 1)
+    )
     return counts.reshape(num_persons, num_part_classes + 1)[:, 1:] > 0
 
 
