@@ -21,7 +21,7 @@ WORLD_SIZE = 2
 
 
 def _dataset() -> tuple[list[dict], list[dict]]:
-    """Worked example (C = 59 ids fit in C = 59 only) is separate; here random images with ties."""
+    """Twelve random images (overlaps, empty maps, tied scores) with image ids."""
     rng = np.random.default_rng(11)
     preds, target = to_metric_inputs(random_images(rng, 12, NUM_CLASSES, max_size=20))
     for index, t in enumerate(target):
