@@ -104,6 +104,9 @@ def extract_instances(
 
     Returns:
         The :class:`BatchInstances`; persons whose map is all background are dropped.
+        Boxes, barycenters and areas are exact (full resolution); the masks are the maps
+        sampled at the centre pixel of every s x s block (``maps[:, s//2::s, s//2::s]``),
+        the resolution of F_mask.
 
     Raises:
         ValueError: empty list, maps of different sizes, a size not divisible by
