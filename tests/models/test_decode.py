@@ -257,3 +257,12 @@ def test_paint_persons_matches_loop():
     assert got_labels[1].sum() == 0 and got_labels[0].unique().numel() > 2
     covered = (masks[[4, 0, 7]] > 0.5).any(0).sum()
     assert covered < (got_labels[0] > 0).sum() < h * w  # grown into neighbours, not everywhere
+
+
+def test_decode_person_covering_the_whole_image():
+    outputs = two_people()
+    outputs.mask_feat[0, 1] = 1.0  # A's body mask: the whole image
+    (pred,) = decode_parsing(outputs, [META], strides=STRIDES)
+    assert pred["parsing"].shape == (2, 64, 64)
+    assert (pred["parsing"][1] > 0).all()  # A paints every pixel
+    assert same_up_to_corners(pred["parsing"][0], expected_maps()[0])  # B unchanged

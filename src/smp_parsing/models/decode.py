@@ -509,7 +509,11 @@ def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: fl
     person = torch.arange(num, device=device)[:, None, None]
     labels = label_map[person, cell_y[:, :, None], cell_x[:, None, :]].to(torch.uint8)
     window = labels.masked_fill_(~(fg > mask_thr), 0)
-    out[person, ys[:, :, None], xs[:, None, :]] = window
+    if (win_h, win_w) == (ori_h, ori_w):
+        return window  # the windows are the whole image
+    # Paste through one flat index (8 bytes per window pixel, not three broadcast indices).
+    flat = (person * ori_h + ys[:, :, None]) * ori_w + xs[:, None, :]
+    out.view(-1)[flat.view(-1)] = window.view(-1)
     return out
 
 
