@@ -83,6 +83,9 @@ def test_every_experiment_trains_and_validates(name, synthetic_root, tmp_path) -
     ckpt = torch.load(summary["last_model_path"], weights_only=True)
     assert ckpt["smp_model_config"]["net"]["num_classes"] == cfg.data.num_classes
     assert ckpt["hyper_parameters"]["stage"] == "main"
+    # the running best travels with the checkpoint (a resumed run keeps it)
+    best = ckpt["state_dict"]["val_appvol_best.max_value"]
+    assert float(best) == pytest.approx(float(metric_dict["val/APpvol_best"]))
 
 
 def test_mir_stage_trains_only_mir_from_a_main_checkpoint(trained_run, synthetic_root,

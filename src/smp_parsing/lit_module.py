@@ -75,6 +75,8 @@ class SMPLitModule(LightningModule):
         self.val_metrics = metrics()
         self.test_metrics = metrics()
         self.val_appvol_best = MaxMetric()
+        # In the checkpoint, so that a resumed run keeps its best value.
+        self.val_appvol_best.persistent(True)
         # Resolved config of this module, stored in checkpoints so that evaluate/predict can
         # rebuild the network without the training command line (set by smp_parsing.train).
         self.model_config: dict[str, Any] | None = None
@@ -150,10 +152,6 @@ class SMPLitModule(LightningModule):
                      prog_bar=name == "loss")  # fmt: skip
         return loss
 
-    def on_train_start(self) -> None:
-        # The sanity-check validation must not count as a "best" result.
-        self.val_appvol_best.reset()
-
     # -------------------------------------------------------------- evaluation
     def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
         """Decode one batch and feed the metric; accumulates the inference time for FPS."""
@@ -199,8 +197,13 @@ class SMPLitModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_eval("val", self.val_metrics)
-        # The running best only means something while fitting (not for `evaluate split=val`).
-        if "APpvol" in values and self.trainer.state.fn == "fit":
+        # The running best only means something while fitting (not for `evaluate split=val`),
+        # and the sanity check (a batch or two) must not count as a result.
+        if (
+            "APpvol" in values
+            and self.trainer.state.fn == "fit"
+            and not self.trainer.sanity_checking
+        ):
             self.val_appvol_best.update(torch.tensor(values["APpvol"]))
             self.log(
                 "val/APpvol_best", self.val_appvol_best.compute(), sync_dist=False, prog_bar=True
