@@ -83,3 +83,14 @@ def test_each_rank_gets_its_own_seed() -> None:
     after_single = torch.rand(1)
     torch.manual_seed(0)
     assert torch.equal(after_single, torch.rand(1))  # one process: the run's seed is left alone
+
+
+def test_ddp_inside_a_local_multirun_is_refused(tmp_path) -> None:
+    from smp_parsing.utils.run_context import check_ddp_launch
+
+    cfg = compose_config("train", ["trainer=ddp"], tmp_path)
+    check_ddp_launch(cfg.trainer.strategy)  # a single run: fine
+    cfg = compose_config("train", ["trainer=ddp", "hydra.mode=MULTIRUN"], tmp_path)
+    with pytest.raises(ValueError, match="re-run the whole sweep in every rank"):
+        check_ddp_launch(cfg.trainer.strategy)
+    check_ddp_launch("ddp_spawn")  # spawned ranks do not re-run the command line

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing.utils.hyperparams import log_hyperparameters
 from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_loggers
-from smp_parsing.utils.run_context import job_number, job_overrides, sweep_group
+from smp_parsing.utils.run_context import check_ddp_launch, job_number, job_overrides, sweep_group
 from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 
@@ -177,6 +177,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     if cfg.stage not in STAGE_PLANS:
         raise ValueError(f"stage must be one of {sorted(STAGE_PLANS)}, got {cfg.stage!r}")
+    check_ddp_launch(cfg.trainer.get("strategy"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 

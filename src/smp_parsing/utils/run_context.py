@@ -39,3 +39,24 @@ def job_number() -> int | None:
         return None
     hc = HydraConfig.get()
     return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
+
+
+def check_ddp_launch(strategy: object) -> None:
+    """Refuse ``strategy=ddp`` inside a local ``--multirun``.
+
+    Lightning's ``ddp`` starts the other ranks by re-running the command line; inside a multirun
+    of the basic (in-process) launcher that command is the whole sweep, so every rank would run
+    every job. One job per device set needs a launcher that gives each job its own processes.
+
+    Raises:
+        ValueError: with the alternatives.
+    """
+    if strategy != "ddp" or not hydra_is_running():
+        return
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and str(hc.launcher._target_).endswith("BasicLauncher"):
+        raise ValueError(
+            "trainer strategy 'ddp' inside a local --multirun would re-run the whole sweep in "
+            "every rank: use hydra/launcher=slurm (one SLURM job per sweep point), "
+            "trainer=ddp_sim / strategy=ddp_spawn, or run the jobs one by one."
+        )
