@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.memory is not None:
         figures = memory_of_side(
             args.memory, backbone=args.backbone, batch=args.batch, height=args.size[0],
-            width=args.size[1], persons=args.persons, steps=2,
+            width=args.size[1], persons=args.persons, steps=1,
             device=resolve_device(args.device), overrides=overrides,
         )  # fmt: skip
         print(json.dumps(figures))

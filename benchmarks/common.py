@@ -108,7 +108,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, MiB (Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident set size of this process so far, MiB.
+
+    Read from ``VmHWM`` of ``/proc/self/status``: it belongs to the address space and
+    starts afresh at ``exec``, whereas ``getrusage().ru_maxrss`` of a child keeps the
+    parent's high-water mark from before the ``fork`` (a small child started by a big
+    benchmark process would report the parent's size). ``ru_maxrss`` (KiB on Linux) is the
+    fallback where ``/proc`` is missing.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -57,7 +57,7 @@ FULL = Settings(
     metric_images=100,
     warmup=1,
     repeats=3,
-    train_repeats=3,
+    train_repeats=2,
 )
 QUICK = Settings(
     backbones=("r50",),
@@ -82,9 +82,10 @@ def run_metric(images: int) -> dict[str, Any]:
     return bench_metrics.main(["--images", str(images), "--pool", str(min(images, 50))])
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def _fmt(value: Any) -> str:
+    """Floats with 3 significant digits at least (ms in the thousands, FPS below 1)."""
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
     return str(value)
 
 
@@ -151,9 +152,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         rows = []
         for r in inference["rows"]:
             rows.append([r["backbone"], f"{r['size'][0]}x{r['size'][1]}", r["backbone_fpn_ms"],
-                         r["forward_ms"], r["decode_ms"], r["total_ms"], r["fps_total"],
+                         r["forward_ms"], r.get("decode_ms", "(row 1)"), r["total_ms"], r["fps_total"],
                          r.get("mask_rcnn_ms", "-"),
-                         _fmt(r["ratio_total_vs_mask_rcnn"], 2)
+                         f"{r['ratio_total_vs_mask_rcnn']:.2f}"
                          if "ratio_total_vs_mask_rcnn" in r else "-"])  # fmt: skip
         parts.append("### Inference (batch 1, eval, ms, median)\n\n" + _table(
             ["backbone", "input", "backbone+FPN", "SMP forward",
