@@ -76,7 +76,6 @@ class CrashAtEpoch(pl.Callback):
             raise RuntimeError(f"simulated crash at the start of epoch {self.epoch}")
 
 
-@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path) -> None:
     # Deterministic kernels; the data order comes from the (checkpointed) torch generator. The
     # train-time augmentation is switched off: albumentations draws from its own generator,
