@@ -185,3 +185,16 @@ def test_optuna_search_runs_and_reads_the_optimized_metric(synthetic_root, tmp_p
     best = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in best and "model.optimizer.lr" in best and "best_value" in best
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_mixed_precision_training_on_cpu(synthetic_root, tmp_path) -> None:
+    """AMP is a trainer switch (``trainer.precision``; ``trainer=gpu`` uses 16-mixed): here bf16
+    autocast on the CPU, through the DCN backbone; losses stay finite and float32."""
+    overrides = experiment_overrides("mhp_r50_dcn", synthetic_root, tmp_path)
+    cfg = compose_config("train", [*overrides, "trainer.precision=bf16-mixed"], tmp_path)
+    metric_dict, objects = train(cfg)
+    assert objects["trainer"].precision == "bf16-mixed"
+    for key in ("train/loss", "train/loss_center", "train/loss_mask", "train/loss_offset"):
+        value = torch.as_tensor(metric_dict[key])
+        assert torch.isfinite(value) and value.dtype == torch.float32, key
