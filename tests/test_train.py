@@ -116,12 +116,28 @@ def test_mir_stage_trains_only_mir_from_a_main_checkpoint(trained_run, synthetic
 @pytest.mark.slow
 def test_main_then_mir_in_one_job(synthetic_root, tmp_path) -> None:
     cfg = compose_config(
-        "train", tiny_train_overrides(synthetic_root, "stage=main_mir", "mir_stage.max_epochs=1"),
+        "train",
+        tiny_train_overrides(
+            synthetic_root, "stage=main_mir", "mir_stage.max_epochs=1", "logger=wandb"
+        ),  # fmt: skip
         tmp_path,
-    )  # fmt: skip
+    )
     train(cfg)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert list(summary["stages"]) == ["main", "mir"]
+    # one W&B run per stage (each restarts its step counter), both finished
+    from test_wandb import read_wandb_records
+
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2
+    keys, exits = [], []
+    for run in runs:
+        records = list(read_wandb_records(run))
+        keys.append({i.key or "/".join(i.nested_key) for r in records if r.HasField("history")
+                     for i in r.history.item})  # fmt: skip
+        exits += [r.exit.exit_code for r in records if r.HasField("exit")]
+    assert exits == [0, 0]
+    assert sum("train/loss_mir_step" in k for k in keys) == 1
     assert summary["stage"] == "mir"
     assert (
         Path(summary["stages"]["mir"]["last_model_path"]).parent == tmp_path / "checkpoints" / "mir"

@@ -28,6 +28,7 @@ from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_l
 from smp_parsing.utils.run_context import check_ddp_launch, job_number, job_overrides, sweep_group
 from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
+from smp_parsing.utils.wandb_env import finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +128,13 @@ def fit_stage(
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     group = sweep_group()
-    if group and OmegaConf.select(cfg, "logger.wandb") is not None:
-        with open_dict(cfg):  # all jobs of one --multirun share a W&B group
-            cfg.logger.wandb.group = cfg.logger.wandb.get("group") or group
-            num = job_number()
-            cfg.logger.wandb.name = f"{cfg.task_name}-{group}-{num}"
+    if OmegaConf.select(cfg, "logger.wandb") is not None:
+        with open_dict(cfg):
+            if group:  # all jobs of one --multirun share a W&B group
+                cfg.logger.wandb.group = cfg.logger.wandb.get("group") or group
+                cfg.logger.wandb.name = f"{cfg.task_name}-{group}-{job_number()}"
+            if cfg.model.stage == "mir" and cfg.logger.wandb.get("name"):
+                cfg.logger.wandb.name = f"{cfg.logger.wandb.name}-mir"
     loggers = instantiate_loggers(cfg.get("logger"))
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -205,6 +208,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             s_ckpt, resume = prev["best_model_path"] or prev["last_model_path"], False
         metric_dict, object_dict = fit_stage(s_cfg, datamodule, s_ckpt, resume)
         stages[stage] = object_dict["summary"]
+        if i + 1 < len(plan):
+            # A stage's W&B run ends with it: the next stage restarts the step counter, which
+            # W&B would refuse in the same run (Lightning's logger reuses an active run).
+            finish_wandb(failed=False)
 
     summary = dict(object_dict["summary"])
     summary.update(
