@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
 
     console.rule("[bold]4/4 report")
-    overlays = sorted((run_dir / "predictions").glob("**/*overlay*.png"))
+    overlays = sorted((run_dir / "predictions" / "overlays").glob("*.png"))
     report = write_run_summary(run_dir, metrics=metrics, overlays=overlays)
     total = sum(times.values())
     console.print(
