@@ -169,7 +169,11 @@ class SMPLitModule(LightningModule):
         self._infer_images += images.shape[0]
         metric.update(
             [{"parsing": p["parsing"], "scores": p["scores"]} for p in preds],
-            [{"parsing": gt} for gt in batch["parsing"]],
+            # image ids make the global tie-break independent of how images are split over ranks
+            [
+                {"parsing": gt, "image_id": image_id}
+                for gt, image_id in zip(batch["parsing"], batch["image_ids"])
+            ],
         )
         return preds
 
