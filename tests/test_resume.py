@@ -102,11 +102,14 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path) ->
     assert a["global_step"] == b["global_step"] == 6
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
-    momentum_a = a["optimizer_states"][0]["state"]
-    momentum_b = b["optimizer_states"][0]["state"]
-    assert momentum_a.keys() == momentum_b.keys()
-    for key in momentum_a:
-        assert torch.equal(momentum_a[key]["momentum_buffer"], momentum_b[key]["momentum_buffer"])
+    # every optimiser buffer (SGD momentum, AdamW moments and step counts) continues exactly
+    state_a = a["optimizer_states"][0]["state"]
+    state_b = b["optimizer_states"][0]["state"]
+    assert state_a.keys() == state_b.keys() and state_a
+    for key in state_a:
+        assert state_a[key].keys() == state_b[key].keys()
+        for name, value in state_a[key].items():
+            assert torch.equal(value, state_b[key][name]), (key, name)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 6
     assert not list((tmp_path / "resumed" / "checkpoints").glob("*.tmp-*"))
     assert os.path.exists(tmp_path / "resumed" / "metrics.json")

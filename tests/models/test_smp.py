@@ -83,7 +83,9 @@ def test_train_config_composes_with_the_groups():
     assert cfg.model.net.grid_scale == 0.5 and cfg.model.net.backbone.depth == 18
     net = instantiate(cfg.model.net)
     assert net.center_head.tower[0][0].out_channels == 64
-    assert net.part_grids == [12, 10, 8, 6, 4] and net.center_grid == 12
+    half = [max(1, round(g * 0.5)) for g in cfg.model.net.num_grids]
+    assert net.part_grids == half and net.center_grid == round(cfg.model.net.center_grid * 0.5)
+    assert net.part_grids != list(cfg.model.net.num_grids)
     assert net.num_classes == cfg.data.num_classes
 
 
