@@ -23,15 +23,16 @@ def test_pick_val_images_links_the_first_ids(tmp_path):
     assert all(p.is_symlink() for p in dest.iterdir())
 
 
-def test_resolved_data_dir_reads_the_job_config(tmp_path, monkeypatch):
+def test_resolved_data_dir_reads_the_job_config(tmp_path):
+    """The saved config of a job run with a literal paths.root_dir (as the pipeline runs them)."""
     job = tmp_path / "train"
     (job / ".hydra").mkdir(parents=True)
     cfg = {
-        "paths": {"data_dir": "${oc.env:PROJECT_ROOT}/data"},
+        "paths": {"root_dir": str(tmp_path), "data_dir": "${paths.root_dir}/data/"},
         "data": {"data_dir": "${paths.data_dir}/syn"},
+        "hydra_only": "${hydra:runtime.cwd}",  # unresolvable outside Hydra, never touched
     }
     OmegaConf.save(OmegaConf.create(cfg), job / ".hydra" / "config.yaml")
-    monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
     assert quickstart.resolved_data_dir(job, tmp_path) == tmp_path / "data" / "syn"
 
 

@@ -63,9 +63,11 @@ def read_json(path: Path) -> dict:
 
 
 def resolved_data_dir(job_dir: Path, root: Path) -> Path:
-    """The synthetic set's folder as the training job resolved it (its saved Hydra config)."""
+    """The synthetic set's folder as the training job resolved it (its saved Hydra config).
+
+    The job ran with ``paths.root_dir`` set literally, so no ``${hydra:...}`` resolver is needed.
+    """
     cfg = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
-    os.environ.setdefault("PROJECT_ROOT", str(root))
     return Path(OmegaConf.select(cfg, "data.data_dir"))
 
 
@@ -87,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     root = Path.cwd()
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = root / "logs" / "quickstart" / f"{stamp}_{os.getpid()}"
-    common = [f"experiment={EXPERIMENT}", *overrides]
+    # a literal root keeps the saved job configs resolvable outside Hydra (see resolved_data_dir)
+    common = [f"experiment={EXPERIMENT}", f"paths.root_dir={root}", *overrides]
     times: dict[str, float] = {}
 
     times["train"] = run_stage(
