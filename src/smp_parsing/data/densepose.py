@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
 
+from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.mhp import read_image
 
@@ -91,7 +91,7 @@ def paste_person_map(label: np.ndarray, bbox: list[float], height: int, width: i
     return person
 
 
-class DensePoseParsingDataset(Dataset):
+class DensePoseParsingDataset(ParsingDataset):
     """DensePose-COCO persons as 15-class parsing maps, one item per image.
 
     Args:
@@ -200,11 +200,3 @@ class DensePoseParsingDataset(Dataset):
                 )
         parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
         return {"image": image, "parsing": parsing, "image_id": str(coco_id)}
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        try:
-            sample = self.load_sample(index)
-        except BadSampleError as error:
-            self.tracker.report(error)
-            return None
-        return self.transforms(sample) if self.transforms is not None else sample

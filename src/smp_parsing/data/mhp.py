@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import scipy.io
 from PIL import Image
-from torch.utils.data import Dataset
 
+from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.metadata import MHP_V2
 
@@ -122,7 +122,7 @@ def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
     return keypoints
 
 
-class MHPv2Dataset(Dataset):
+class MHPv2Dataset(ParsingDataset):
     """MHP v2.0 multi-human parsing, one item per image.
 
     Args:
@@ -287,11 +287,3 @@ class MHPv2Dataset(Dataset):
             kept_indices = [persons[i][0] for i in np.flatnonzero(keep)]
             sample["keypoints"] = read_pose_mat(pose_path, kept_indices)
         return sample
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        try:
-            sample = self.load_sample(index)
-        except BadSampleError as error:
-            self.tracker.report(error)
-            return None
-        return self.transforms(sample) if self.transforms is not None else sample

@@ -1,0 +1,39 @@
+"""Base class of the parsing readers: one sample read, bad samples reported, transforms applied."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from smp_parsing.data.errors import BadSampleError, BadSampleTracker
+
+
+class ParsingDataset(Dataset, ABC):
+    """A reader of person parsing maps (MHP v2, DensePose-COCO).
+
+    Subclasses set ``self.transforms`` (or ``None``) and ``self.tracker`` (a
+    :class:`BadSampleTracker`) and implement :meth:`load_sample`, which raises
+    :class:`BadSampleError` for a sample that must not be used.
+    """
+
+    transforms: Callable[[dict[str, Any]], dict[str, Any]] | None
+    tracker: BadSampleTracker
+
+    @abstractmethod
+    def load_sample(self, index: int) -> dict[str, Any]:
+        """Read sample ``index`` without transforms (see the subclass for the keys)."""
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        """The transformed sample, or ``None`` for a bad sample under ``on_bad_sample="skip"``.
+
+        Under ``"error"`` the tracker re-raises the :class:`BadSampleError` naming the file.
+        """
+        try:
+            sample = self.load_sample(index)
+        except BadSampleError as error:
+            self.tracker.report(error)
+            return None
+        return self.transforms(sample) if self.transforms is not None else sample
