@@ -54,6 +54,18 @@ def synthetic_persons(generator: torch.Generator, height: int, width: int) -> to
     return torch.stack(maps)
 
 
+def oracle_targets(maps: list[torch.Tensor], num_classes: int = NUM_CLASSES) -> SMPTargets:
+    """Targets of person maps (padded input size) at this module's grids, ranges and epsilon."""
+    return build_smp_targets(
+        maps,
+        num_classes=num_classes,
+        center_grid=CENTER_GRID,
+        part_grids=PART_GRIDS,
+        scale_ranges=SCALE_RANGES,
+        epsilon=EPSILON,
+    )
+
+
 def ideal_outputs(targets: SMPTargets, logit: float = 12.0) -> SMPOutputs:
     """Head outputs a perfect network would give for these targets.
 
@@ -113,14 +125,7 @@ def run_round_trip(height: int, width: int, content: tuple[int, int], seed: int)
         full = torch.zeros(maps.shape[0], height, width, dtype=torch.uint8)
         full[:, : content[0], : content[1]] = maps
         padded.append(full)
-    targets = build_smp_targets(
-        padded,
-        num_classes=NUM_CLASSES,
-        center_grid=CENTER_GRID,
-        part_grids=PART_GRIDS,
-        scale_ranges=SCALE_RANGES,
-        epsilon=EPSILON,
-    )
+    targets = oracle_targets(padded)
     outputs = ideal_outputs(targets)
     metas = [
         {"img_size": content, "ori_size": content, "pad_size": (height, width)} for _ in images
@@ -154,14 +159,7 @@ def test_round_trip_fails_with_wrong_offsets():
     """The round trip is sensitive: offsets of the wrong sign find no part."""
     generator = torch.Generator().manual_seed(3)
     maps = [synthetic_persons(generator, 256, 320)]
-    targets = build_smp_targets(
-        maps,
-        num_classes=NUM_CLASSES,
-        center_grid=CENTER_GRID,
-        part_grids=PART_GRIDS,
-        scale_ranges=SCALE_RANGES,
-        epsilon=EPSILON,
-    )
+    targets = oracle_targets(maps)
     outputs = ideal_outputs(targets)
     outputs.offsets = -outputs.offsets
     meta = {"img_size": (256, 320), "ori_size": (256, 320), "pad_size": (256, 320)}
@@ -194,14 +192,7 @@ def test_oracle_round_trip_on_synthetic_figures():
         pad_h, pad_w = -(-height // 32) * 32, -(-width // 32) * 32
         padded = torch.zeros(maps.shape[0], pad_h, pad_w, dtype=torch.uint8)
         padded[:, :height, :width] = maps
-        targets = build_smp_targets(
-            [padded],
-            num_classes=59,
-            center_grid=CENTER_GRID,
-            part_grids=PART_GRIDS,
-            scale_ranges=SCALE_RANGES,
-            epsilon=EPSILON,
-        )
+        targets = oracle_targets([padded], num_classes=59)
         meta = {
             "img_size": (height, width),
             "ori_size": (height, width),
