@@ -96,6 +96,19 @@ def test_decode_thresholds_and_max_humans():
     assert pred["parsing"][1].unique().numel() == 2  # A keeps one of its two parts
 
 
+def test_decode_accept_window_forgives_an_offset_one_cell_off():
+    outputs = two_people()
+    # A's body offset now points one cell below the body cell: rejected with the paper's
+    # single-cell test, accepted (and the body cell chosen) with a 3 x 3 window.
+    outputs.offsets[0, 1, 1, HUMAN_A[1], HUMAN_A[0]] -= 1.0
+    (strict,) = decode_parsing(outputs, [META], strides=STRIDES)
+    (window,) = decode_parsing(outputs, [META], strides=STRIDES, accept_window=3)
+    assert 2 not in strict["parsing"][1].unique().tolist()
+    assert same_up_to_corners(window["parsing"], expected_maps())
+    with pytest.raises(ValueError, match="accept_window"):
+        decode_parsing(outputs, [META], strides=STRIDES, accept_window=2)
+
+
 def test_decode_area_filter_drops_tiny_masks():
     outputs = two_people()
     outputs.mask_feat[0, 1] = 0

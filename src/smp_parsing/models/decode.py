@@ -34,6 +34,7 @@ def decode_parsing(
     max_humans: int = 100,
     max_parts_per_human: int = 100,
     min_radius: float = 1.0,
+    accept_window: int = 1,
     return_intermediates: bool = False,
 ) -> list[dict]:
     """Decode a batch of raw outputs into person parsing maps at the original image size.
@@ -45,7 +46,9 @@ def decode_parsing(
          S_c x S_c (nearest, so a candidate's score and kernel come from the same cell);
       3. each human points at its part centres ``cell - offset_p``; class p is accepted
          for the human on a level when that level's score at the pointed cell exceeds
-         ``cate_score_thr``; the part is the candidate cell of class p on that level
+         ``cate_score_thr`` (with ``accept_window`` > 1: the level's best score in the
+         ``accept_window`` x ``accept_window`` cells around the pointed one, which forgives
+         an offset that misses a small part's only cell by one); the part is the candidate cell of class p on that level
          (score > threshold, top ``nms_pre``) maximising ``score * exp(-d^2 / r^2)``,
          d the Manhattan distance to the pointed centre, r the spread of the human's
          pointed centres (at least ``min_radius``);
@@ -75,6 +78,8 @@ def decode_parsing(
         max_humans: max humans per image (highest center scores).
         max_parts_per_human: max parts kept per human.
         min_radius: lower bound of the distance-weighting radius r, in grid cells.
+        accept_window: odd side of the window, in center-grid cells, whose best part score
+            decides the acceptance test (1 = the pointed cell only, as in the release).
         return_intermediates: also return the maps a visualiser needs.
 
     Returns:
@@ -93,6 +98,8 @@ def decode_parsing(
             raise ValueError(f"decode_parsing: meta of image {b} lacks {sorted(missing)}")
     if len(strides) != len(outputs.cate):
         raise ValueError(f"decode_parsing: {len(strides)} strides for {len(outputs.cate)} levels")
+    if accept_window < 1 or accept_window % 2 == 0:
+        raise ValueError(f"decode_parsing: accept_window must be odd and >= 1, got {accept_window}")
     grid = outputs.center.shape[-1]
     # Batch-wide dense maps (cheap, S x S): NaN becomes 0 so it can never pass a threshold.
     center = _sigmoid(outputs.center[:, 0])  # (B, S, S)
@@ -105,6 +112,11 @@ def decode_parsing(
         ],
         1,
     )  # (B, L, C_P, S, S)
+    accept_scores = part_scores
+    if accept_window > 1:
+        accept_scores = F.max_pool2d(
+            part_scores.flatten(1, 2), accept_window, stride=1, padding=accept_window // 2
+        ).view_as(part_scores)
     settings = _DecodeSettings(
         strides=tuple(strides),
         part_grids=tuple(c.shape[-1] for c in outputs.cate),
@@ -127,6 +139,7 @@ def decode_parsing(
             center=center[b],
             offsets=outputs.offsets[b].float(),
             part_scores=part_scores[b],
+            accept_scores=accept_scores[b],
             kernels=[k[b].float() for k in outputs.kernels],
             mask_feat=outputs.mask_feat[b].float(),
             meta=meta,
@@ -182,6 +195,7 @@ def _decode_image(
     center: Tensor,
     offsets: Tensor,
     part_scores: Tensor,
+    accept_scores: Tensor,
     kernels: list[Tensor],
     mask_feat: Tensor,
     meta: dict,
@@ -194,6 +208,8 @@ def _decode_image(
         center: ``(S, S)`` center probabilities.
         offsets: ``(C_P, 2, S, S)`` offsets.
         part_scores: ``(L, C_P, S, S)`` part probabilities on the center grid.
+        accept_scores: ``(L, C_P, S, S)`` the scores of the acceptance test (``part_scores``
+            or their ``accept_window`` max-pool).
         kernels: per level ``(C_K, S_l, S_l)``.
         mask_feat: ``(C_K, h, w)``.
         meta: the image meta (``img_size``, ``ori_size``).
@@ -219,7 +235,7 @@ def _decode_image(
     finite = torch.isfinite(pointed).all(2)  # (Q, C_P)
     pointed_cell = torch.nan_to_num(pointed).round().clamp(0, grid - 1).long()
     cls = torch.arange(num_part_classes, device=device)
-    pointed_score = part_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]  # (L, Q, C_P)
+    pointed_score = accept_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]  # (L, Q, C_P)
     accepted = (pointed_score > cfg.cate_score_thr) & finite  # (L, Q, C_P)
 
     part_human, part_level, part_cls, cell_y, cell_x, part_score = select_parts(
