@@ -155,6 +155,37 @@ def test_oracle_round_trip_recovers_ground_truth(height, width, content, seed):
     assert result["pixel_acc"] >= 0.999
 
 
+def test_oracle_round_trip_mixed_sizes_in_one_batch():
+    """Images of different sizes share a batch: each is padded to the batch's largest size,
+    not to its own ``pad_size``, and resized back to an original size twice its content.
+    (Decoding against the image's own ``pad_size`` shifted and squeezed every person.)"""
+    generator = torch.Generator().manual_seed(4)
+    contents = [(240, 300), (200, 256)]
+    height, width = 256, 320  # the batch tensor
+    images = [synthetic_persons(generator, *content) for content in contents]
+    padded = []
+    for maps in images:
+        full = torch.zeros(maps.shape[0], height, width, dtype=torch.uint8)
+        full[:, : maps.shape[1], : maps.shape[2]] = maps
+        padded.append(full)
+    outputs = ideal_outputs(oracle_targets(padded))
+    metas = [
+        {
+            "img_size": (h, w),
+            "ori_size": (2 * h, 2 * w),
+            "pad_size": (-(-h // 32) * 32, -(-w // 32) * 32),  # the image's own padding
+        }
+        for h, w in contents
+    ]
+    preds = decode_parsing(outputs, metas, strides=STRIDES)
+    gts = [maps.repeat_interleave(2, 1).repeat_interleave(2, 2) for maps in images]
+    metric = ParsingMetrics(num_classes=NUM_CLASSES)
+    metric.update(preds, [{"parsing": g} for g in gts])
+    result = metric.compute()
+    assert result["APp50"] == 1.0
+    assert result["APpvol"] >= 0.99
+
+
 def test_round_trip_fails_with_wrong_offsets():
     """The round trip is sensitive: offsets of the wrong sign find no part."""
     generator = torch.Generator().manual_seed(3)

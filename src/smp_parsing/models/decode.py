@@ -35,6 +35,7 @@ def decode_parsing(
     max_parts_per_human: int = 100,
     min_radius: float = 1.0,
     accept_window: int = 1,
+    mask_stride: int = 4,
     return_intermediates: bool = False,
 ) -> list[dict]:
     """Decode a batch of raw outputs into person parsing maps at the original image size.
@@ -80,6 +81,9 @@ def decode_parsing(
         min_radius: lower bound of the distance-weighting radius r, in grid cells.
         accept_window: odd side of the window, in center-grid cells, whose best part score
             decides the acceptance test (1 = the pointed cell only, as in the release).
+        mask_stride: stride of F_mask on the batch's padded input tensor (4). The images of a
+            batch are padded to the batch's largest size, so an image's own ``pad_size``
+            (meta) is not the F_mask geometry: the batch tensor is.
         return_intermediates: also return the maps a visualiser needs.
 
     Returns:
@@ -129,6 +133,7 @@ def decode_parsing(
         max_humans=max_humans,
         max_parts_per_human=max_parts_per_human,
         min_radius=min_radius,
+        mask_stride=mask_stride,
     )
     results = []
     # A loop over the images of the batch only: every human and part of an image is
@@ -169,6 +174,7 @@ class _DecodeSettings:
     max_humans: int
     max_parts_per_human: int
     min_radius: float
+    mask_stride: int
 
 
 def _sigmoid(logits: Tensor) -> Tensor:
@@ -317,7 +323,9 @@ def _decode_image(
     has_parts = (
         per_human.new_zeros(num_humans).index_add_(0, part_human, torch.ones_like(part_human)) > 0
     )
-    parsing = _to_original(label_map[has_parts], foreground[has_parts], meta, cfg.mask_thr)
+    parsing = _to_original(
+        label_map[has_parts], foreground[has_parts], meta, cfg.mask_thr, cfg.mask_stride
+    )
     return {
         "parsing": parsing,
         "scores": human_scores[has_parts],
@@ -462,7 +470,9 @@ def select_parts(
     return part_human, part_level, part_cls, cand_y[chosen], cand_x[chosen], part_score
 
 
-def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float) -> Tensor:
+def _to_original(
+    label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float, mask_stride: int
+) -> Tensor:
     """Person maps at F_mask resolution -> the original image size.
 
     The three steps of the spec (upsample to the padded input, crop the padding, resize to
@@ -477,9 +487,10 @@ def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: fl
     Args:
         label_map: ``(P, h, w)`` part class per pixel.
         foreground: ``(P, h, w)`` person foreground probability.
-        meta: ``img_size`` (resized content), ``ori_size``, optional ``pad_size``
-            (default: the F_mask size x 4).
+        meta: ``img_size`` (resized content, top-left of the batch tensor), ``ori_size``.
         mask_thr: foreground threshold.
+        mask_stride: F_mask stride on the batch tensor (its padded size = F_mask size x
+            stride, whatever the image's own ``pad_size``).
 
     Returns:
         ``(P, H0, W0)`` uint8 person maps.
@@ -488,7 +499,7 @@ def _to_original(label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: fl
     device = label_map.device
     img_h, img_w = (int(v) for v in meta["img_size"])
     ori_h, ori_w = (int(v) for v in meta["ori_size"])
-    pad_h, pad_w = (int(v) for v in meta.get("pad_size", (mask_h * 4, mask_w * 4)))
+    pad_h, pad_w = mask_h * mask_stride, mask_w * mask_stride
     out = torch.zeros(num, ori_h, ori_w, dtype=torch.uint8, device=device)
     covered = foreground > mask_thr  # NaN compares False
     if num == 0:

@@ -368,6 +368,7 @@ class SMP(nn.Module):
             out,
             metas,
             strides=self.strides,
+            mask_stride=self.mask_stride,
             return_intermediates=return_intermediates,
             **self.test_cfg,
         )
