@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
+from smp_parsing.models.inference import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import load_lit_module
 from smp_parsing.utils.instantiators import instantiate_loggers
@@ -71,6 +72,11 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False
     )
+    # the network predict runs (BN folding, Winograd, channels_last: same outputs, faster)
+    done = prepare_for_inference(
+        model.net.eval(), device=trainer.strategy.root_device, **inference_options(cfg)
+    )
+    log.info("Inference network: %s", done)
     run = trainer.validate if cfg.split == "val" else trainer.test
     results = run(model=model, datamodule=datamodule)
     metric_dict = {k: float(v) for k, v in (results[0] if results else {}).items()}

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing import visualization as vis
 from smp_parsing.data.collate import collate_parsing
-from smp_parsing.models.fold_bn import fold_frozen_batchnorm
+from smp_parsing.models.inference import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import load_lit_module
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
@@ -121,10 +121,11 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out_dir = Path(cfg.output)
     fallback = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
     model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"))
-    if cfg.get("fold_batchnorm", True):  # inference only: BN folded into the convs (faster)
-        fold_frozen_batchnorm(model.net.eval())
     device = resolve_device(cfg.device)
     model.to(device)
+    # inference only (BN folding, Winograd, channels_last): same outputs, faster
+    done = prepare_for_inference(model.net.eval(), **inference_options(cfg))
+    log.info("Inference network: %s", done)
     transforms = hydra.utils.instantiate(cfg.data.test_transforms)
     dataset = cfg.data.get("dataset_name", "mhp")
 
