@@ -9,9 +9,15 @@ For every backbone preset, at batch 1 in eval mode, the medians of:
   finds no human, so its decode would be trivially cheap and the figure meaningless;
 - ``total``: forward + decode in one call.
 
+The SMP network is prepared as ``predict`` prepares it: the inference switches of
+``conf/predict.yaml`` (BatchNorm folding, Winograd convolutions, channels_last) through
+:func:`smp_parsing.models.inference.prepare_for_inference`.
+
 With ``mask_rcnn`` on, torchvision's Mask R-CNN R50-FPN (random weights, exactly 20
 detections) runs on the same input in the same rounds as the SMP calls, so the ratio
-``SMP-R50 total / Mask R-CNN`` is taken under the same machine load.
+``SMP-R50 total / Mask R-CNN`` is taken under the same machine load; so do the same Mask
+R-CNN with the same switches applied to its layers, and SMP as trained (no switch) and with
+BatchNorm folding only.
 
 Usage::
 
@@ -30,10 +36,12 @@ import torch
 
 from benchmarks.common import (
     MASK_RCNN_DETECTIONS,
+    STOCK_SWITCHES,
     autocast,
     build_mask_rcnn,
     build_smp,
     images_tensor,
+    inference_switches,
     machine_info,
     metas_for,
     oracle_outputs,
@@ -41,9 +49,8 @@ from benchmarks.common import (
     resolve_device,
     set_threads,
     time_alternating,
-    to_channels_last,
 )
-from smp_parsing.models.fold_bn import fold_frozen_batchnorm
+from smp_parsing.models.inference import prepare_for_inference
 
 PAPER_FPS_1X = 7.47  # Table 5, SMP-R101 1x grid on one V100
 
@@ -75,6 +82,14 @@ def _total_fn(net, images, metas, device, amp):
     return total
 
 
+def _prepared(net: torch.nn.Module, switches: dict[str, Any], images: torch.Tensor):
+    """``net`` after :func:`prepare_for_inference` with ``switches``, and its input."""
+    report = prepare_for_inference(net, **switches)
+    if report["channels_last"]:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return report, images
+
+
 def bench_smp_inference(
     backbone: str,
     *,
@@ -85,9 +100,9 @@ def bench_smp_inference(
     repeats: int,
     device: torch.device,
     amp: bool = False,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     mask_rcnn: bool = False,
-    fold_bn: bool = True,
+    switches: dict[str, Any] | None = None,
     with_decode: bool = True,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -100,36 +115,44 @@ def bench_smp_inference(
         warmup, repeats: untimed / timed rounds.
         device: where the networks run.
         amp: bf16 autocast around the forward passes.
-        channels_last: convert networks and input to ``channels_last``.
-        mask_rcnn: also time Mask R-CNN on the same input, alternating with SMP, and (when
-            ``channels_last`` is off) two SMP variants: ``total_unfolded`` (BatchNorm not
-            folded, the network as trained) and ``total_channels_last`` (the
-            ``channels_last: true`` switch on top of ``fold_bn``).
-        fold_bn: fold BatchNorm into the convolutions first, as ``predict`` does by
-            default (:func:`~smp_parsing.models.fold_bn.fold_frozen_batchnorm`).
+        channels_last: force the ``channels_last`` switch on / off (``None``: as
+            ``switches`` say).
+        mask_rcnn: also time, alternating with SMP: torchvision's Mask R-CNN as it comes
+            (``mask_rcnn``, the peer of the goal) and with the same inference switches
+            applied to its layers (``mask_rcnn_converted``: Winograd where eligible,
+            channels_last; its BatchNorm is torchvision's FrozenBatchNorm2d, not folded);
+            and two SMP variants: ``total_stock`` (the network as trained, no switch) and
+            ``total_folded`` (only ``fold_batchnorm``, the previous default of predict),
+            plus ``backbone_fpn_stock``.
+        switches: the :func:`~smp_parsing.models.inference.prepare_for_inference`
+            arguments of the timed network (default: those of ``conf/predict.yaml``,
+            :func:`~benchmarks.common.inference_switches`).
         with_decode: time the decode alone too (it does not depend on the backbone, so the
             runner times it in one row only; ``total`` always includes it).
         overrides: dotted config overrides of the SMP network.
 
     Returns:
-        Medians in ms (``backbone_fpn_ms``, ``forward_ms``, ``decode_ms``, ``total_ms`` and
-        ``mask_rcnn_ms``, ``total_channels_last_ms`` and their ratios), the run lists,
-        shapes and counts.
+        Medians in ms (``backbone_fpn_ms``, ``forward_ms``, ``decode_ms``, ``total_ms``,
+        and with ``mask_rcnn`` the variants above with their ratios to ``mask_rcnn_ms``),
+        the run lists, the switches, shapes and counts.
     """
+    switches = dict(inference_switches() if switches is None else switches)
+    if channels_last is not None:
+        switches["channels_last"] = channels_last
     net = build_smp(backbone, overrides=overrides).to(device).eval()
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    if fold_bn:  # what `predict` does (fold_batchnorm: true)
-        fold_frozen_batchnorm(net)
-    images = images_tensor(1, height, width, device=device)
-    if channels_last:
-        images = to_channels_last(net, images)
+    clean = images_tensor(1, height, width, device=device)
+    report, images = _prepared(net, switches, clean)  # what `predict` does
     metas = metas_for(height, width)
     oracle = decode_workload(net, persons, height, width, device)
     detected: dict[str, int] = {}
 
-    def backbone_fpn() -> None:
-        with torch.inference_mode(), autocast(device, amp):
-            net.fpn(net.backbone(images))
+    def backbone_fpn_fn(model, x):
+        def backbone_fpn() -> None:
+            with torch.inference_mode(), autocast(device, amp):
+                model.fpn(model.backbone(x))
+
+        return backbone_fpn
 
     def forward() -> None:
         with torch.inference_mode(), autocast(device, amp):
@@ -139,35 +162,34 @@ def bench_smp_inference(
         with torch.inference_mode():
             detected["smp_persons"] = len(net.predict(oracle, metas)[0]["scores"])
 
-    fns = {"backbone_fpn": backbone_fpn, "forward": forward}
+    fns = {"backbone_fpn": backbone_fpn_fn(net, images), "forward": forward}
     if with_decode:
         fns["decode"] = decode
     fns["total"] = _total_fn(net, images, metas, device, amp)
-    if mask_rcnn and not channels_last:
-        # Figures behind the inference switches, same weights, same rounds: the network as
-        # trained (BN not folded) and with the `channels_last: true` switch of the config.
-        variants = {
-            "total_unfolded": ({}, False),
-            "total_channels_last": ({"channels_last": True}, fold_bn),
-        }
-        for name, (extra, fold) in variants.items():
-            variant = build_smp(backbone, overrides={**(overrides or {}), **extra}).to(device)
-            variant.eval().load_state_dict(state)
-            if fold:
-                fold_frozen_batchnorm(variant)
-            fns[name] = _total_fn(variant, images, metas, device, amp)
     if mask_rcnn:
-        peer = build_mask_rcnn(min_size=min(height, width), max_size=max(height, width))
-        peer = peer.to(device).eval()
-        peer_input = [images[0]]
-        if channels_last:
-            to_channels_last(peer)
+        # the same weights in the same rounds: as trained, and with BN folding only
+        variants = {"stock": STOCK_SWITCHES, "folded": {**STOCK_SWITCHES, "fold_batchnorm": True}}
+        for name, variant_switches in variants.items():
+            variant = build_smp(backbone, overrides=overrides).to(device).eval()
+            variant.load_state_dict(state)
+            _, x = _prepared(variant, variant_switches, clean)
+            fns[f"total_{name}"] = _total_fn(variant, x, metas, device, amp)
+            if name == "stock":
+                fns["backbone_fpn_stock"] = backbone_fpn_fn(variant, x)
+        size = {"min_size": min(height, width), "max_size": max(height, width)}
+        peers = {"mask_rcnn": build_mask_rcnn(**size).to(device).eval()}
+        converted = build_mask_rcnn(**size).to(device).eval()
+        converted.load_state_dict(peers["mask_rcnn"].state_dict())
+        detected["mask_rcnn_converted_layers"] = prepare_for_inference(converted, **switches)
+        peers["mask_rcnn_converted"] = converted
+        for name, peer in peers.items():
+            peer_input = [images[0] if name == "mask_rcnn_converted" else clean[0]]
 
-        def mask_rcnn_call() -> None:
-            with torch.inference_mode(), autocast(device, amp):
-                detected["mask_rcnn_detections"] = len(peer(peer_input)[0]["scores"])
+            def mask_rcnn_call(peer=peer, peer_input=peer_input, name=name) -> None:
+                with torch.inference_mode(), autocast(device, amp):
+                    detected[f"{name}_detections"] = len(peer(peer_input)[0]["scores"])
 
-        fns["mask_rcnn"] = mask_rcnn_call
+            fns[name] = mask_rcnn_call
     timings = time_alternating(fns, warmup=warmup, repeats=repeats, device=device)
     result: dict[str, Any] = {
         "backbone": backbone,
@@ -175,8 +197,9 @@ def bench_smp_inference(
         "persons_in_decode": persons,
         "decode_timed_alone": with_decode,
         "amp_bf16": amp,
-        "channels_last": channels_last,
-        "fold_bn": fold_bn,
+        "channels_last": report["channels_last"],
+        "switches": switches,
+        "prepared": report,
         "parameters_m": sum(p.numel() for p in net.parameters()) / 1e6,
         **detected,
     }
@@ -184,16 +207,23 @@ def bench_smp_inference(
         result[f"{name}_ms"] = timing.ms
         result[f"{name}_runs_ms"] = [round(1e3 * r, 2) for r in timing.runs]
     result["fps_total"] = 1e3 / result["total_ms"]
+    result["ratio_total_vs_backbone_fpn"] = result["total_ms"] / result["backbone_fpn_ms"]
     if mask_rcnn:
         result["ratio_total_vs_mask_rcnn"] = result["total_ms"] / result["mask_rcnn_ms"]
-        for name in ("total_unfolded", "total_channels_last"):
-            if f"{name}_ms" in result:
-                result[f"ratio_{name}_vs_mask_rcnn"] = result[f"{name}_ms"] / result["mask_rcnn_ms"]
-        if detected.get("mask_rcnn_detections") != MASK_RCNN_DETECTIONS:
-            result["warning"] = (
-                f"Mask R-CNN returned {detected.get('mask_rcnn_detections')} detections, "
-                f"not {MASK_RCNN_DETECTIONS}"
-            )
+        for name in ("total_stock", "total_folded"):
+            result[f"ratio_{name}_vs_mask_rcnn"] = result[f"{name}_ms"] / result["mask_rcnn_ms"]
+        result["ratio_total_vs_mask_rcnn_converted"] = (
+            result["total_ms"] / result["mask_rcnn_converted_ms"]
+        )
+        result["ratio_total_stock_vs_backbone_fpn_stock"] = (
+            result["total_stock_ms"] / result["backbone_fpn_stock_ms"]
+        )
+        for name in ("mask_rcnn", "mask_rcnn_converted"):
+            if detected.get(f"{name}_detections") != MASK_RCNN_DETECTIONS:
+                result["warning"] = (
+                    f"{name} returned {detected.get(f'{name}_detections')} detections, "
+                    f"not {MASK_RCNN_DETECTIONS}"
+                )
     return result
 
 
@@ -213,13 +243,15 @@ def run(
 ) -> dict[str, Any]:
     """Inference table of issue 7.1 (and the CUDA/AMP variant of 7.6 on a GPU).
 
-    ``amp`` / ``channels_last`` default to on for CUDA and off for the CPU (the paper's
-    GPU setting vs. the fp32 CPU path); ``mask_rcnn_with`` names the backbone row whose
-    rounds include Mask R-CNN (``None``: no peer).
+    ``amp`` defaults to on for CUDA and off for the CPU (the paper's GPU setting vs. the
+    fp32 CPU path); ``channels_last`` to on for CUDA and to ``conf/predict.yaml`` on the
+    CPU; ``mask_rcnn_with`` names the backbone row whose rounds include Mask R-CNN
+    (``None``: no peer).
     """
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else amp
-    channels_last = dev.type == "cuda" if channels_last is None else channels_last
+    if channels_last is None and dev.type == "cuda":
+        channels_last = True
     rows = [
         bench_smp_inference(
             name,

@@ -27,13 +27,14 @@ from benchmarks.common import (
     autocast,
     build_smp,
     images_tensor,
+    inference_switches,
     machine_info,
     metas_for,
     resolve_device,
     set_threads,
     time_alternating,
 )
-from smp_parsing.models.fold_bn import fold_frozen_batchnorm
+from smp_parsing.models.inference import prepare_for_inference
 
 DEFAULT_SIZES = ((512, 768), (800, 1216), (1024, 1568))  # short side 512/800/1024, ~1.52:1
 
@@ -60,11 +61,13 @@ def run(
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else amp
     net = build_smp(backbone, overrides=overrides).to(dev).eval()
-    fold_frozen_batchnorm(net)  # as predict runs it (fold_batchnorm: true)
+    prepared = prepare_for_inference(net, **inference_switches())  # as predict runs it
     rows: list[dict[str, Any]] = []
     forward_ms: dict[tuple[int, int], float] = {}
     for height, width in sizes:
         images = images_tensor(1, height, width, device=dev)
+        if prepared["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
         metas = metas_for(height, width)
         workloads = {n: decode_workload(net, n, height, width, dev) for n in persons}
 
@@ -103,6 +106,7 @@ def run(
     return {
         "backbone": backbone,
         "amp_bf16": amp,
+        "prepared": prepared,
         "rows": rows,
         "pixel_growth": {
             "forward_ratio": forward_ms[largest] / forward_ms[smallest],

@@ -286,6 +286,32 @@ def images_tensor(
     return torch.randn(batch, 3, height, width, generator=gen).to(device)
 
 
+def inference_switches(**changes: Any) -> dict[str, Any]:
+    """The inference switches of ``conf/predict.yaml`` (what ``predict`` applies), as kwargs.
+
+    The keyword arguments of
+    :func:`smp_parsing.models.inference.prepare_for_inference`: ``fold_batchnorm``,
+    ``winograd``, ``winograd_tile``, ``winograd_min_channels``, ``channels_last``;
+    ``changes`` replace some of them (e.g. ``winograd=False`` for a variant).
+    """
+    from omegaconf import OmegaConf
+
+    from smp_parsing.models.inference import inference_options
+
+    switches = inference_options(OmegaConf.load(CONF_DIR / "predict.yaml"))
+    unknown = set(changes) - set(switches)
+    if unknown:
+        raise KeyError(f"no inference switch {sorted(unknown)} in conf/predict.yaml")
+    return {**switches, **changes}
+
+
+STOCK_SWITCHES: dict[str, Any] = {
+    "fold_batchnorm": False,
+    "winograd": False,
+    "channels_last": False,
+}
+
+
 def to_channels_last(module: nn.Module, images: Tensor | None = None) -> Tensor | None:
     """Convert a module (in place) and optionally an input to ``channels_last``."""
     module.to(memory_format=torch.channels_last)

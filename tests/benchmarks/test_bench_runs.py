@@ -39,7 +39,12 @@ def test_inference_with_mask_rcnn_ratio():
     (row,) = result["rows"]
     assert row["mask_rcnn_detections"] == 20 and "warning" not in row
     assert row["ratio_total_vs_mask_rcnn"] == pytest.approx(row["total_ms"] / row["mask_rcnn_ms"])
-    assert row["total_channels_last_ms"] > 0 and row["total_unfolded_ms"] > 0  # switches
+    # the inference switches of conf/predict.yaml, and the variants timed in the same rounds
+    assert row["switches"]["fold_batchnorm"] and row["prepared"]["folded_bn"] > 0
+    for name in ("total_stock", "total_folded", "backbone_fpn_stock", "mask_rcnn_converted"):
+        assert row[f"{name}_ms"] > 0
+    assert row["mask_rcnn_converted_detections"] == 20
+    assert row["mask_rcnn_converted_layers"]["winograd_convs"] > 0  # FPN / RPN / mask head
 
 
 def test_scaling_toy():
