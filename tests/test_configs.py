@@ -169,3 +169,13 @@ def test_run_dirs_never_collide() -> None:
         dirs.append((run_dir, OmegaConf.select(cfg, "hydra.sweep.dir")))
     assert dirs[0][0] != dirs[1][0] and dirs[0][1] != dirs[1][1]
     assert dirs[0][0].startswith("/logs/train/runs/")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [([], 12345), (["seed=5", "data=mhp"], 5), (["experiment=synthetic", "seed=null"], None)],
+)
+def test_train_augmentation_is_seeded_by_the_run_seed(overrides, expected, tmp_path) -> None:
+    # conf/train.yaml sets data.train_transforms.seed; the data group, merged after it, must not
+    cfg = compose_config("train", overrides, tmp_path)
+    assert hydra.utils.instantiate(cfg.data.train_transforms).seed == expected

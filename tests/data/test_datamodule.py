@@ -186,3 +186,87 @@ def test_skip_policy_leaves_bad_samples_out_of_batches(tmp_path):
     batch = next(iter(lenient.val_dataloader()))
     assert batch["image_ids"] == ["0", "2"] and batch["images"].shape[0] == 2
     assert lenient.datasets["val"].tracker.num_skipped == 1
+
+
+def keyed_module(tmp_path, *overrides: str):
+    """The tiny synthetic set (resize jitter 48/64, flip p=0.5) with augmentation seed 7."""
+    cfg = data_config(
+        "synthetic",
+        tmp_path,
+        [*TINY_SYNTHETIC, "data.num_train=6", "+data.train_transforms.seed=7", *overrides],
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def epoch_samples(loader, epoch: int) -> dict[str, tuple]:
+    """image id -> (image, parsing, meta) of one pass over ``loader`` keyed as ``epoch``."""
+    loader.sampler.set_epoch(epoch)  # what Lightning's fit loop does at each epoch start
+    out = {}
+    for batch in loader:
+        for image_id, image, parsing, meta in zip(
+            batch["image_ids"], batch["images"], batch["parsing"], batch["metas"]
+        ):
+            out[image_id] = (image, parsing, meta)
+    return out
+
+
+def assert_same_samples(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for image_id, (image, parsing, meta) in a.items():
+        assert meta == b[image_id][2], image_id
+        # batches are padded to their largest image: compare the padded sample size
+        h, w = meta["pad_size"]
+        assert torch.equal(image[:, :h, :w], b[image_id][0][:, :h, :w]), image_id
+        assert torch.equal(parsing[:, :h, :w], b[image_id][1][:, :h, :w]), image_id
+
+
+def test_train_augmentation_is_reproduced_by_seed_epoch_and_index(tmp_path):
+    first = keyed_module(tmp_path)
+    second = keyed_module(tmp_path)
+    a = epoch_samples(first.train_dataloader(), 1)
+    b = epoch_samples(second.train_dataloader(), 1)
+    assert_same_samples(a, b)
+
+    def signature(samples):
+        return [(m["img_size"], m["flipped"]) for _, (_, _, m) in sorted(samples.items())]
+
+    loader = first.train_dataloader()
+    epochs = [signature(epoch_samples(loader, epoch)) for epoch in range(4)]
+    assert epochs[1] == signature(a)
+    assert len({tuple(s) for s in epochs}) > 1  # the epochs draw different augmentations
+    assert {flipped for s in epochs for _, flipped in s} == {True, False}
+
+
+def test_train_augmentation_is_the_same_with_and_without_workers(tmp_path):
+    reference = keyed_module(tmp_path).train_dataloader()
+    expected = {epoch: epoch_samples(reference, epoch) for epoch in (0, 1)}
+    workers = keyed_module(
+        tmp_path, "data.num_workers=1", "data.persistent_workers=true"
+    ).train_dataloader()
+    assert workers.persistent_workers
+    # one persistent worker process serves both epochs: the epoch reaches it through the keys
+    for epoch in (0, 1):
+        assert_same_samples(epoch_samples(workers, epoch), expected[epoch])
+
+
+def test_train_sampler_starts_at_the_trainer_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from smp_parsing.data.sampler import EpochKeyedSampler
+
+    datamodule = keyed_module(tmp_path)
+    datamodule.trainer = SimpleNamespace(current_epoch=2, distributed_sampler_kwargs=None)
+    assert {epoch for _, epoch in datamodule.train_dataloader().sampler} == {2}
+    shards = []
+    for rank in range(2):
+        datamodule.trainer = SimpleNamespace(
+            current_epoch=3, distributed_sampler_kwargs={"num_replicas": 2, "rank": rank}
+        )
+        sampler = datamodule.train_dataloader().sampler
+        assert isinstance(sampler, EpochKeyedSampler)  # a DistributedSampler: Lightning keeps it
+        shards.append(list(sampler))
+    assert {epoch for shard in shards for _, epoch in shard} == {3}
+    assert sorted(index for shard in shards for index, _ in shard) == list(range(6))

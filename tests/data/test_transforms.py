@@ -186,3 +186,43 @@ def test_resize_maps_matches_per_map_resize():
         [cv2.resize(m, (29, 7), interpolation=cv2.INTER_NEAREST_EXACT) for m in maps]
     )
     np.testing.assert_array_equal(resize_maps(maps, 7, 29), expected)
+
+
+def jitter_transforms(seed):
+    return ParsingTransforms(
+        "mhp",
+        resize=RandomShortSideResize([24, 32, 40, 48], 1333),
+        flip=HorizontalFlipWithClassSwap("mhp", p=0.5),
+        pad_divisor=8,
+        seed=seed,
+    )
+
+
+def drawn(transforms, sample, index, epoch):
+    transforms.reseed(index, epoch)
+    out = transforms(sample)
+    return out["meta"]["img_size"], out["meta"]["flipped"], out["image"], out["parsing"]
+
+
+def test_reseed_makes_the_augmentation_a_function_of_seed_epoch_index():
+    sample = sided_sample()
+    a, b = jitter_transforms(7), jitter_transforms(7)
+    keys = [(index, epoch) for epoch in range(3) for index in range(8)]
+    first = {key: drawn(a, sample, *key) for key in keys}
+    # another instance, the keys in another order, other draws in between: the same samples
+    b(sample)
+    for key in reversed(keys):
+        size, flipped, image, parsing = drawn(b, sample, *key)
+        assert (size, flipped) == first[key][:2], key
+        assert torch.equal(image, first[key][2]) and torch.equal(parsing, first[key][3])
+    per_epoch = [[first[(index, epoch)][:2] for index in range(8)] for epoch in range(3)]
+    assert per_epoch[0] != per_epoch[1] != per_epoch[2]  # a new epoch draws anew
+    assert len({flipped for _, flipped in per_epoch[0]}) == 2  # flip is drawn, not constant
+    other_seed = [drawn(jitter_transforms(8), sample, index, 0)[:2] for index in range(8)]
+    assert other_seed != per_epoch[0]
+
+
+def test_reseed_without_seed_is_not_fixed():
+    sample = sided_sample()
+    draws = {drawn(jitter_transforms(None), sample, 0, 0)[:2] for _ in range(24)}
+    assert len(draws) > 1

@@ -26,14 +26,26 @@ class ParsingDataset(Dataset, ABC):
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read sample ``index`` without transforms (see the subclass for the keys)."""
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         """The transformed sample, or ``None`` for a bad sample under ``on_bad_sample="skip"``.
+
+        Args:
+            key: A sample index, or ``(index, epoch)`` from the train sampler
+                (:mod:`smp_parsing.data.sampler`): the transforms are then reseeded
+                (``transforms.reseed(index, epoch)``, when they have it) so that the sample's
+                augmentation is a function of the run seed, the epoch and the index only.
 
         Under ``"error"`` the tracker re-raises the :class:`BadSampleError` naming the file.
         """
+        index, epoch = key if isinstance(key, tuple) else (key, None)
         try:
             sample = self.load_sample(index)
         except BadSampleError as error:
             self.tracker.report(error)
             return None
-        return self.transforms(sample) if self.transforms is not None else sample
+        if self.transforms is None:
+            return sample
+        reseed = getattr(self.transforms, "reseed", None)
+        if epoch is not None and callable(reseed):
+            reseed(index, epoch)
+        return self.transforms(sample)

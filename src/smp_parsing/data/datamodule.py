@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.data.densepose import DENSEPOSE_LAYOUT_HELP
 from smp_parsing.data.errors import DataRootError
 from smp_parsing.data.mhp import MHP_LAYOUT_HELP, split_directory
+from smp_parsing.data.sampler import EpochKeyedSampler, LazyDataLoader
 from smp_parsing.data.synthetic import SyntheticMHPGenerator, is_generated
 from smp_parsing.metadata import DatasetMeta, get_dataset_meta
 
@@ -211,21 +213,50 @@ class ParsingDataModule(pl.LightningDataModule):
                 self.datasets[split] = self._build(split)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, split: str, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None
+    ) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
-        return DataLoader(
+        loader_class = LazyDataLoader if split == "train" else DataLoader
+        return loader_class(
             self.datasets[split],
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=functools.partial(collate_parsing, pad_parsing=split == "train"),
         )
 
+    def train_sampler(self) -> EpochKeyedSampler:
+        """The shuffling train sampler: ``(index, epoch)`` keys, order = f(seed, epoch).
+
+        A ``DistributedSampler`` (see ``data/sampler.py``) with the shard of a parallel strategy
+        (DDP, even on one device) or the whole set. Its seed is the run seed, on every rank
+        (not ``PL_GLOBAL_SEED``, Lightning's default, which PerRankSeed makes seed + rank: the
+        shards would overlap); it reaches the data module through the train transforms. Without
+        a run seed: 0 under DDP (the ranks must agree), otherwise one draw of the torch generator.
+        """
+        seed = getattr(self.train_transforms, "seed", None)
+        trainer = self.trainer
+        shard = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if seed is None:
+            seed = 0 if shard is not None else int(torch.randint(2**31, ()).item())
+        sampler = EpochKeyedSampler(
+            self.datasets["train"],
+            shuffle=True,
+            seed=seed % 2**31,
+            **(shard if shard is not None else {"num_replicas": 1, "rank": 0}),
+        )
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return sampler
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        if "train" not in self.datasets:
+            self.setup("fit")
+        return self._loader("train", self.batch_size, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -13,10 +13,18 @@ The albumentations pieces specific to parsing:
 ``pad_divisor`` and returns the sample of the data contract (``DEVELOPERS.md``): ``image`` float32
 ``3 x Hp x Wp``, ``parsing`` uint8 ``N x Hp x Wp`` (or ``N x H0 x W0`` with
 ``keep_original_parsing``), ``image_id`` and ``meta``.
+
+Reproducible augmentation: albumentations 2.x draws from the Compose's own generators (seeded by
+``Compose(seed=...)`` and nothing else; ``seed_everything`` does not reach them).
+:meth:`ParsingTransforms.reseed` sets them, before a sample is transformed, from
+``(seed, epoch, sample index)``, so that a sample's augmentation does not depend on the worker
+that draws it, on the number of workers, or on the samples drawn before it in the process, and
+a resumed run draws what the uninterrupted run drew (see :mod:`smp_parsing.data.sampler`).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -185,6 +193,10 @@ class ParsingTransforms:
             stride).
         keep_original_parsing: Test mode: leave ``parsing`` at the original image size (GT for the
             metrics, which are computed at the original size) instead of transforming it.
+        seed: Base seed of the random draws (the run's ``seed``): :meth:`reseed` makes a sample's
+            augmentation a pure function of ``(seed, epoch, index)``; the pipeline is also
+            created with it, so that plain calls in one process repeat too. ``None``: every
+            :meth:`reseed` takes fresh OS entropy (not reproducible).
 
     Call with a raw dataset item (``image`` ``H0 x W0 x 3`` uint8, ``parsing`` ``N x H0 x W0``,
     ``image_id``); returns ``image`` float32 tensor ``3 x Hp x Wp``, ``parsing`` uint8 tensor
@@ -203,6 +215,7 @@ class ParsingTransforms:
         normalize: A.BasicTransform | None = None,
         pad_divisor: int = 32,
         keep_original_parsing: bool = False,
+        seed: int | None = None,
     ) -> None:
         transforms = [t for t in (resize, flip, *augment, normalize) if t is not None]
         for transform in transforms:
@@ -211,10 +224,31 @@ class ParsingTransforms:
                     "albumentations.HorizontalFlip does not swap left/right classes; use "
                     "smp_parsing.data.transforms.HorizontalFlipWithClassSwap"
                 )
-        self.pipeline = A.Compose(transforms, save_applied_params=True)
+        # SeedSequence entropy must be non-negative: any int seed is taken modulo 2**64.
+        self.seed = None if seed is None else int(seed) % 2**64
+        self.pipeline = A.Compose(transforms, save_applied_params=True, seed=self.seed)
         self.dataset = dataset
         self.pad_divisor = int(pad_divisor)
         self.keep_original_parsing = keep_original_parsing
+
+    def reseed(self, index: int, epoch: int) -> None:
+        """Seed the next call's random draws from ``(seed, epoch, index)``.
+
+        One NumPy and one Python generator, both derived from
+        ``numpy.random.SeedSequence([seed, epoch, index])``, are shared by the Compose and every
+        transform in it (``Compose.set_random_state``). ``Compose.set_random_seed`` is not used:
+        it gives each transform its own generator started from the same seed, so the draws of
+        different transforms (the resize choice, the flip decision) would be correlated. A few
+        tens of microseconds per sample, against milliseconds to decode and resize an image.
+
+        Args:
+            index: Sample index in the data set.
+            epoch: Training epoch (the sampler's, see :mod:`smp_parsing.data.sampler`).
+        """
+        entropy = None if self.seed is None else [self.seed, int(epoch), int(index)]
+        np_seq, py_seq = np.random.SeedSequence(entropy).spawn(2)
+        py_seed = int.from_bytes(py_seq.generate_state(4).tobytes(), "little")
+        self.pipeline.set_random_state(np.random.default_rng(np_seq), random.Random(py_seed))
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image, parsing = sample["image"], np.asarray(sample["parsing"], np.uint8)

@@ -1,5 +1,7 @@
 """Random-generator states stored in checkpoints, so that a resumed run draws what the
-uninterrupted run would have drawn (data order, augmentation) from the next epoch on.
+uninterrupted run would have drawn from the next epoch on. The train data order and augmentation
+need no state: they are seeded from (seed, epoch) and (seed, epoch, index), see
+``data/sampler.py``.
 
 States are kept as tensors and plain Python values only: checkpoints must stay loadable with
 ``torch.load(weights_only=True)``, which refuses NumPy arrays.
@@ -16,7 +18,7 @@ import torch
 
 def collect_rng_state() -> dict[str, Any]:
     """Snapshot of the Python, NumPy, torch CPU (and CUDA, when initialised) generators."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002 (the global state albumentations draws from)
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002 (the global NumPy state)
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},

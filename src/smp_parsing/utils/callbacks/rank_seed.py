@@ -1,10 +1,11 @@
-"""Give each DDP rank its own random stream for data augmentation.
+"""Give each DDP rank its own random stream (Python, NumPy, torch).
 
-``seed_everything`` runs before the processes split, so every rank would draw the same flips and
-scales (with ``num_workers=0`` augmentation uses the main process' generators). Re-seeding with
-``seed + global_rank`` once the strategy is set up keeps runs reproducible and the ranks
-decorrelated. Model initialisation is unaffected: it happened before, and DDP broadcasts rank 0's
-weights anyway.
+``seed_everything`` runs before the processes split, so every rank would draw the same random
+numbers. Re-seeding with ``seed + global_rank`` once the strategy is set up keeps runs
+reproducible and the ranks decorrelated. (The train augmentation does not depend on these
+streams: it is seeded per sample from the run seed, the epoch and the sample index, and each
+rank transforms other samples; see ``data/sampler.py``.) Model initialisation is unaffected: it
+happened before, and DDP broadcasts rank 0's weights anyway.
 """
 
 from __future__ import annotations
