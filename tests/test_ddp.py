@@ -22,7 +22,15 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
     cfg = compose_config(
         "train",
         tiny_train_overrides(
-            synthetic_root, "trainer=ddp_sim", *NET_LOW_THRESHOLDS, "callbacks.image_logger=null"
+            synthetic_root,
+            "trainer=ddp_sim",
+            *NET_LOW_THRESHOLDS,
+            "callbacks.image_logger=null",
+            # the linear scaling rule must see the total batch of all processes
+            "model.scale_lr=true",
+            # one image per eval batch: the zero padding to a batch's largest image reaches the
+            # S x S grids, so predictions depend on which images share a batch
+            "data.eval_batch_size=1",
         ),  # fmt: skip
         tmp_path / "ddp",
     )
@@ -32,9 +40,10 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
     ddp_val = summary["val"]
     ckpt = torch.load(summary["last_model_path"], weights_only=True)
     # 4 train images over 2 processes x batch 2: one step per epoch, and the learning rate
-    # (0.04 for a total batch of 32 in experiment=synthetic) scaled to the real total batch of 4
+    # scaled from the base batch to the real total batch of 4
     assert ckpt["global_step"] == 1
-    assert ckpt["lr_schedulers"][0]["base_lrs"] == [pytest.approx(0.04 * 4 / 32)]
+    expected_lr = cfg.model.optimizer.lr * 4 / cfg.model.base_batch_size
+    assert ckpt["lr_schedulers"][0]["base_lrs"] == [pytest.approx(expected_lr)]
 
     # the same checkpoint, validated by a single process
     single, _ = evaluate(
@@ -43,6 +52,10 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
             [
                 f"ckpt_path={summary['last_model_path']}",
                 *tiny_data_overrides(synthetic_root),
+                "data.eval_batch_size=1",
+                # the network exactly as validated during training (no inference rewrites)
+                "fold_batchnorm=false",
+                "winograd=false",
                 "split=val",
                 "extras.print_config=false",
             ],  # fmt: skip
@@ -56,8 +69,14 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
 
 @pytest.mark.slow
 def test_ddp_sim_evaluation_equals_one_process(trained_run, synthetic_root, tmp_path) -> None:
-    common = [f"ckpt_path={trained_run}/checkpoints/last.ckpt", *tiny_data_overrides(synthetic_root),
-              *LOW_THRESHOLDS, "split=val", "extras.print_config=false"]  # fmt: skip
+    common = [
+        f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+        *tiny_data_overrides(synthetic_root),
+        *LOW_THRESHOLDS,
+        "split=val",
+        "extras.print_config=false",
+        "data.eval_batch_size=1",
+    ]  # one image per eval batch: batch composition reaches the grids
     single, _ = evaluate(compose_config("eval", common, tmp_path / "one"))
     double, _ = evaluate(compose_config("eval", [*common, "trainer=ddp_sim"], tmp_path / "two"))
     assert single["val/APp@0.1"] > 0 or single["val/mIoU"] > 0

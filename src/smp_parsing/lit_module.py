@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, Metric
 
+from smp_parsing.utils.distributed import broadcast_buffers
 from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ class SMPLitModule(LightningModule):
         return {k: float(v) for k, v in values.items()}
 
     def on_validation_epoch_start(self) -> None:
+        # every rank evaluates rank 0's (= the checkpointed) BN statistics
+        broadcast_buffers(self.net)
         self._reset_eval(self.val_metrics)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
@@ -214,6 +217,8 @@ class SMPLitModule(LightningModule):
             )
 
     def on_test_epoch_start(self) -> None:
+        # every rank evaluates rank 0's (= the checkpointed) BN statistics
+        broadcast_buffers(self.net)
         self._reset_eval(self.test_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
