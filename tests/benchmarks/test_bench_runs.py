@@ -120,3 +120,12 @@ def test_run_all_markdown_and_goals(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "quick.json").read_text())["mode"] == "quick"
     names = [g[0] for g in run_all.goals(results)]
     assert any("Mask R-CNN" in n for n in names) and any("targets" in n for n in names)
+
+
+def test_winograd_toy():
+    from benchmarks import bench_winograd
+
+    result = bench_winograd.run(shapes=[(8, 8, 9, 11, "toy"), (8, 4, 14, 14, "batch 20")],
+                                warmup=0, repeats=1, channels_last=True)  # fmt: skip
+    assert [r["shape"] for r in result["rows"]] == ["8->8 @ 9x11", "8->4 @ 14x14 (batch 20)"]
+    assert all(r["rel_err"] < 1e-4 and r["ratio"] > 0 for r in result["rows"])
