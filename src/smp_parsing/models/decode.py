@@ -49,8 +49,9 @@ def decode_parsing(
          for the human on a level when that level's score at the pointed cell exceeds
          ``cate_score_thr`` (with ``accept_window`` > 1: the level's best score in the
          ``accept_window`` x ``accept_window`` cells around the pointed one, which forgives
-         an offset that misses a small part's only cell by one); the part is the candidate cell of class p on that level
-         (score > threshold, top ``nms_pre``) maximising ``score * exp(-d^2 / r^2)``,
+         an offset that misses a small part's only cell by one); the part is the
+         candidate cell of class p on that level (score > threshold, top ``nms_pre``)
+         maximising ``score * exp(-d^2 / r^2)``,
          d the Manhattan distance to the pointed centre, r the spread of the human's
          pointed centres (at least ``min_radius``);
       4. masks from the kernels (> ``mask_thr``), area > level stride, maskness rescoring,
