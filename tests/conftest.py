@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
 # Set before any test module imports lightning / wandb / matplotlib.
@@ -194,3 +195,11 @@ def trained_run(synthetic_root, tmp_path_factory):
     overrides = tiny_train_overrides(synthetic_root, "logger=many_loggers", "tags=[tiny]")
     train(compose_config("train", overrides, run_dir))
     return run_dir
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a torch.distributed (gloo) rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +63,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _check_ranks_equal_single_process(out_dir: Path) -> None:
     preds, target = _dataset()
     single = ParsingMetrics(NUM_CLASSES)
@@ -89,18 +82,18 @@ def _check_ranks_equal_single_process(out_dir: Path) -> None:
         assert abs(results["worked_example"]["APpvol"] - 49 / 108) < 1e-12
 
 
-def test_ddp_forked_processes_equal_single_process(tmp_path):
+def test_ddp_forked_processes_equal_single_process(tmp_path, free_port):
     """Fast variant: forked workers inherit the imported modules (start-up in milliseconds)."""
     mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, start_method="fork"
+        _worker, args=(free_port, str(tmp_path)), nprocs=WORLD_SIZE, start_method="fork"
     )
     _check_ranks_equal_single_process(tmp_path)
 
 
 @pytest.mark.slow
-def test_ddp_spawned_processes_equal_single_process(tmp_path):
+def test_ddp_spawned_processes_equal_single_process(tmp_path, free_port):
     """As Lightning's ``ddp_spawn``: fresh interpreters (each re-imports torch, ~20-30 s here)."""
     mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, start_method="spawn"
+        _worker, args=(free_port, str(tmp_path)), nprocs=WORLD_SIZE, start_method="spawn"
     )
     _check_ranks_equal_single_process(tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -33,14 +32,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_broadcast_buffers_gives_every_rank_rank_zero_statistics(tmp_path):
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="fork")
+def test_broadcast_buffers_gives_every_rank_rank_zero_statistics(tmp_path, free_port):
+    mp.start_processes(_worker, args=(free_port, str(tmp_path)), nprocs=2, start_method="fork")
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert results[0]["count"] == results[1]["count"] == 3  # mean, var, num_batches_tracked
     rank0 = _net(0).state_dict()
