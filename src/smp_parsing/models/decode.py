@@ -500,14 +500,14 @@ def _to_original(
     device = label_map.device
     img_h, img_w = (int(v) for v in meta["img_size"])
     ori_h, ori_w = (int(v) for v in meta["ori_size"])
-    pad_h, pad_w = mask_h * mask_stride, mask_w * mask_stride
     out = torch.zeros(num, ori_h, ori_w, dtype=torch.uint8, device=device)
     covered = foreground > mask_thr  # NaN compares False
     if num == 0:
         return out
     # Original pixel Y samples F_mask at the continuous coordinate (Y + 0.5) * scale.
-    scale_y = img_h / ori_h * mask_h / pad_h
-    scale_x = img_w / ori_w * mask_w / pad_w
+    # (F_mask covers the batch tensor at 1 / mask_stride, whatever the image's own padding)
+    scale_y = img_h / (ori_h * mask_stride)
+    scale_x = img_w / (ori_w * mask_stride)
     y_lo, y_hi = _window(covered.any(2), scale_y, ori_h)
     x_lo, x_hi = _window(covered.any(1), scale_x, ori_w)
     win_h = max(int((y_hi - y_lo).max()), 1)
