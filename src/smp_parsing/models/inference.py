@@ -25,7 +25,7 @@ def prepare_for_inference(
     winograd: bool = True,
     winograd_tile: int = 4,
     winograd_min_channels: int = 128,
-    channels_last: bool = True,
+    channels_last: bool = False,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Apply the inference switches to ``net`` in place, in the order that keeps them valid.
