@@ -8,7 +8,15 @@ import math
 import pytest
 import torch
 
-from smp_parsing.models.decode import decode_parsing, paint_persons, select_parts
+from smp_parsing.models.decode import (
+    _to_original,
+    crop_windows,
+    decode_parsing,
+    mask_statistics,
+    paint_persons,
+    person_windows,
+    select_parts,
+)
 from smp_parsing.models.outputs import SMPOutputs
 
 GRID = 8  # center grid and the single part level
@@ -234,18 +242,17 @@ def test_select_parts_matches_loop():
     torch.testing.assert_close(got[5], torch.tensor([w[5] for w in want]))
 
 
-def loop_paint(masks, rows, human, labels, num_humans, size, thr):
+def loop_paint(masks, human, labels, num_humans, thr):
     """Paint each human pixel by pixel, parts in the given (ascending score) order."""
-    h, w = size
+    _, h, w = masks.shape
     label_map = torch.zeros(num_humans, h, w, dtype=torch.long)
     foreground = torch.zeros(num_humans, h, w)
     for q in range(num_humans):
-        parts = [(int(r), int(c)) for r, hq, c in zip(rows, human, labels) if hq == q]
+        parts = [(r, int(c)) for r, (hq, c) in enumerate(zip(human, labels)) if hq == q]
         rank = torch.zeros(h, w, dtype=torch.long)
         for k, (r, _) in enumerate(parts, start=1):
-            m = masks[r].view(h, w)
-            foreground[q] = torch.maximum(foreground[q], m)
-            rank[m > thr] = k  # later = higher score wins
+            foreground[q] = torch.maximum(foreground[q], masks[r])
+            rank[masks[r] > thr] = k  # later = higher score wins
         for y in range(h):
             for x in range(w):
                 k = int(rank[y, x])
@@ -257,19 +264,19 @@ def loop_paint(masks, rows, human, labels, num_humans, size, thr):
 
 def test_paint_persons_matches_loop():
     generator = torch.Generator().manual_seed(1)
-    h, w, num_rows = 6, 7, 9
-    masks = torch.rand(num_rows + 1, h * w, generator=generator) ** 6
-    masks[-1] = 0  # the padding row
-    rows = torch.tensor([4, 0, 7, 2, 5, 8, 1])
+    h, w = 6, 7
     human = torch.tensor([0, 0, 0, 2, 2, 2, 3])  # human 1 has no part
     labels = torch.tensor([3, 1, 3, 2, 5, 4, 6])
-    got_labels, got_fg = paint_persons(masks, rows, human, labels, 4, (h, w), 0.5)
-    want_labels, want_fg = loop_paint(masks, rows, human, labels, 4, (h, w), 0.5)
+    masks = torch.rand(human.numel(), h, w, generator=generator) ** 6
+    got_labels, got_fg = paint_persons(masks, human, labels, 4, 0.5)
+    want_labels, want_fg = loop_paint(masks, human, labels, 4, 0.5)
     assert torch.equal(got_labels, want_labels)
     torch.testing.assert_close(got_fg, want_fg)
     assert got_labels[1].sum() == 0 and got_labels[0].unique().numel() > 2
-    covered = (masks[[4, 0, 7]] > 0.5).any(0).sum()
+    covered = (masks[:3] > 0.5).any(0).sum()
     assert covered < (got_labels[0] > 0).sum() < h * w  # grown into neighbours, not everywhere
+    empty_labels, empty_fg = paint_persons(masks[:0], human[:0], labels[:0], 2, 0.5)
+    assert empty_labels.shape == (2, h, w) and not empty_labels.any() and not empty_fg.any()
 
 
 def test_decode_person_covering_the_whole_image():
@@ -279,3 +286,70 @@ def test_decode_person_covering_the_whole_image():
     assert pred["parsing"].shape == (2, 64, 64)
     assert (pred["parsing"][1] > 0).all()  # A paints every pixel
     assert same_up_to_corners(pred["parsing"][0], expected_maps()[0])  # B unchanged
+
+
+def test_mask_statistics_matches_loop():
+    generator = torch.Generator().manual_seed(2)
+    h, w = 5, 7
+    soft = torch.rand(4, h * w, generator=generator) ** 3
+    soft[2] = 0.1  # no covered pixel
+    soft[3, 4] = float("nan")  # never covered
+    area, maskness, boxes = mask_statistics(soft, 0.5, w)
+    for r in range(4):
+        ys, xs = [], []
+        total = 0.0
+        for p in range(h * w):
+            if soft[r, p] > 0.5:
+                ys.append(p // w)
+                xs.append(p % w)
+                total += float(soft[r, p])
+        assert area[r] == len(ys)
+        assert maskness[r] == pytest.approx(total / max(len(ys), 1), rel=1e-6)
+        want = [min(ys), min(xs), max(ys), max(xs)] if ys else [h * w, h * w, -1, -1]
+        assert boxes[r].tolist() == want
+
+
+def test_person_windows_hold_every_part_box_with_a_margin():
+    h, w = 20, 30
+    boxes = torch.tensor([[2, 3, 5, 6], [4, 1, 9, 4], [15, 20, 19, 29], [0, 10, 0, 10]])
+    human = torch.tensor([0, 0, 1, 3])  # human 2 has no part
+    origin, (win_h, win_w) = person_windows(boxes, human, 4, (h, w))
+    for q in (0, 1, 3):
+        mine = boxes[human == q]
+        y0, x0 = (mine[:, 0].min() - 1).clamp(min=0), (mine[:, 1].min() - 1).clamp(min=0)
+        y1, x1 = (mine[:, 2].max() + 2).clamp(max=h), (mine[:, 3].max() + 2).clamp(max=w)
+        oy, ox = origin[q].tolist()
+        assert oy <= y0 and y1 <= oy + win_h <= h  # box + 1 cell inside the window
+        assert ox <= x0 and x1 <= ox + win_w <= w
+    assert (win_h, win_w) == (10, 11)  # tallest grown box: human 0 (rows 1..10), widest: human 1
+    assert ((origin >= 0) & (origin + torch.tensor([win_h, win_w]) <= torch.tensor([h, w]))).all()
+
+
+def test_crop_windows_matches_slicing():
+    masks = torch.arange(3 * 6 * 8, dtype=torch.float32).view(3, 6, 8)
+    rows = torch.tensor([2, 0, 2])
+    origin = torch.tensor([[0, 0], [3, 5], [4, 2]])
+    got = crop_windows(masks, rows, origin, (2, 3))
+    for i, (r, (y, x)) in enumerate(zip(rows.tolist(), origin.tolist())):
+        assert torch.equal(got[i], masks[r, y : y + 2, x : x + 3])
+
+
+def test_to_original_on_windows_equals_full_maps():
+    """Resampling a person from its window gives the same pixels as from all of F_mask."""
+    generator = torch.Generator().manual_seed(3)
+    h, w = 12, 16
+    foreground = torch.zeros(2, h, w)
+    foreground[0, 3:7, 4:9] = torch.rand(4, 5, generator=generator) * 0.6 + 0.3
+    foreground[1, 8:12, 12:16] = torch.rand(4, 4, generator=generator) * 0.6 + 0.3  # at the corner
+    foreground += torch.rand(2, h, w, generator=generator) * 0.4  # below threshold elsewhere
+    labels = torch.randint(1, 5, (2, h, w), generator=generator)
+    meta = {"img_size": (45, 61), "ori_size": (37, 50)}
+    full = _to_original(
+        labels, foreground, torch.zeros(2, 2, dtype=torch.long), (h, w), meta, 0.5, 4
+    )
+    boxes = torch.tensor([[3, 4, 6, 8], [8, 12, 11, 15]])
+    origin, (win_h, win_w) = person_windows(boxes, torch.arange(2), 2, (h, w))
+    crop = lambda t: crop_windows(t, torch.arange(2), origin, (win_h, win_w))  # noqa: E731
+    windowed = _to_original(crop(labels), crop(foreground), origin, (h, w), meta, 0.5, 4)
+    assert (full > 0).sum() > 100
+    assert torch.equal(windowed, full)

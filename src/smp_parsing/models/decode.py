@@ -271,61 +271,57 @@ def _decode_image(
         on_level = part_level == level
         part_kernels[on_level] = level_kernels.flatten(1)[:, src_cell[on_level]].T
     mask_h, mask_w = mask_feat.shape[-2:]
-    num_sel = part_kernels.shape[0]
-    # Row R is an extra all-background mask: the padding slots of the painting pack
-    # below point at it. The masks are kept at F_mask resolution, and every filter and
-    # reordering below works on row indices, so the (R, h * w) masks are never copied.
-    padded_kernels = torch.cat([part_kernels, part_kernels.new_zeros(1, part_kernels.shape[1])])
-    soft = padded_kernels @ mask_feat.flatten(1)  # (R + 1, h * w) logits
-    soft[num_sel] = float("-inf")
-    soft = soft.sigmoid_()  # NaN stays NaN and never passes a threshold
-    # 0/1 float masks (float reductions are several times faster than bool ones on CPU):
-    # first the probabilities above the threshold (maskness numerator), then their sign.
-    binary = F.threshold(soft, cfg.mask_thr, 0.0)
-    maskness = binary.sum(1)[:num_sel]
-    area = binary.sign_().sum(1)[:num_sel]
-    maskness = maskness / area.clamp(min=1)
+    # The one dense product of the decode: every selected part's mask over all of F_mask
+    # (SOLOv2's dynamic convolution). Everything after it works on the covered pixels
+    # (a sparse list) or inside the persons' windows, so its cost follows the persons'
+    # sizes, not parts x image.
+    soft = (part_kernels @ mask_feat.flatten(1)).sigmoid_()  # (R, h * w); NaN stays NaN
+    area, maskness, boxes = mask_statistics(soft, cfg.mask_thr, mask_w)
     strides = torch.tensor(cfg.strides, device=device, dtype=area.dtype)
     rows = (area > strides[part_level]).nonzero(as_tuple=True)[0]  # area filter
     part_human, part_cls = part_human[rows], part_cls[rows]
     part_score = part_score[rows] * maskness[rows]  # maskness rescoring
 
+    # Every remaining part of a human is covered only inside the human's window, so the
+    # masks are cut to it: IoUs and painting on the windows are those of the full masks.
+    origin, window = person_windows(boxes[rows], part_human, num_humans, (mask_h, mask_w))
+    masks = crop_windows(soft.view(-1, mask_h, mask_w), rows, origin[part_human], window)
+    del soft
+
     # Matrix NMS among the same-class parts of one human: the label is (human, class).
     part_score = matrix_nms(
-        binary[rows],
+        masks > cfg.mask_thr,
         part_human * num_part_classes + part_cls,
         part_score,
         kernel=cfg.nms_kernel,
         sigma=cfg.nms_sigma,
         mask_areas=area[rows],
     )
-    keep = part_score >= cfg.update_thr
-    rows, part_human, part_cls, part_score = (
-        rows[keep],
-        part_human[keep],
-        part_cls[keep],
-        part_score[keep],
-    )
+    keep = (part_score >= cfg.update_thr).nonzero(as_tuple=True)[0]
+    part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
 
     # Ascending score inside each human (the painting order), at most max_parts_per_human.
     order = torch.argsort(part_score, stable=True)
     order = order[torch.argsort(part_human[order], stable=True)]
-    rows, part_human, part_cls = rows[order], part_human[order], part_cls[order]
+    keep, part_human, part_cls = keep[order], part_human[order], part_cls[order]
     per_human = torch.bincount(part_human, minlength=num_humans)
-    _, slot = pack_by_group(rows, part_human, num_groups=num_humans)
-    keep = per_human[part_human] - 1 - slot[:, 1] < cfg.max_parts_per_human
-    rows, part_human, part_cls = rows[keep], part_human[keep], part_cls[keep]
+    _, slot = pack_by_group(keep, part_human, num_groups=num_humans)
+    top = per_human[part_human] - 1 - slot[:, 1] < cfg.max_parts_per_human
+    keep, part_human, part_cls = keep[top], part_human[top], part_cls[top]
 
-    # 4'. Paint at F_mask resolution (rows are in ascending score inside each human).
+    # 4'. Paint at F_mask resolution, inside the windows.
     label_map, foreground = paint_persons(
-        soft, rows, part_human, part_cls + 1, num_humans, (mask_h, mask_w), cfg.mask_thr
+        masks[keep], part_human, part_cls + 1, num_humans, cfg.mask_thr
     )
-
-    has_parts = (
-        per_human.new_zeros(num_humans).index_add_(0, part_human, torch.ones_like(part_human)) > 0
-    )
+    has_parts = torch.bincount(part_human, minlength=num_humans) > 0
     parsing = _to_original(
-        label_map[has_parts], foreground[has_parts], meta, cfg.mask_thr, cfg.mask_stride
+        label_map[has_parts],
+        foreground[has_parts],
+        origin[has_parts],
+        (mask_h, mask_w),
+        meta,
+        cfg.mask_thr,
+        cfg.mask_stride,
     )
     return {
         "parsing": parsing,
@@ -335,13 +331,108 @@ def _decode_image(
     }
 
 
+def mask_statistics(soft: Tensor, mask_thr: float, mask_w: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Area, maskness and covered box of every part mask, from its covered pixels.
+
+    The covered pixels (probability > ``mask_thr``) are a small fraction of R x h x w, so
+    they are listed once and every statistic is a reduction over that list.
+
+    Args:
+        soft: ``(R, h * w)`` part probabilities (NaN is never covered).
+        mask_thr: coverage threshold.
+        mask_w: w, the row length of F_mask.
+
+    Returns:
+        ``area`` ``(R,)`` float covered pixels; ``maskness`` ``(R,)`` mean probability over
+        them (0 when none); ``boxes`` ``(R, 4)`` long ``(y_min, x_min, y_max, x_max)`` of the
+        covered pixels, inclusive (``(h * w, h * w, -1, -1)`` when none).
+    """
+    num, size = soft.shape
+    flat = (soft > mask_thr).view(-1).nonzero().squeeze(1)
+    row = torch.div(flat, size, rounding_mode="floor")
+    pixel = flat - row * size
+    area = torch.bincount(row, minlength=num).to(soft.dtype)
+    total = soft.new_zeros(num).index_add_(0, row, soft.view(-1)[flat])
+    maskness = total / area.clamp(min=1)
+    y = torch.div(pixel, mask_w, rounding_mode="floor")
+    x = pixel - y * mask_w
+    # one column at a time: a scatter over an expanded (E, 2) index is several times slower
+    boxes = torch.stack(
+        [
+            torch.full((num,), init, dtype=torch.long, device=soft.device).scatter_reduce_(
+                0, row, coord, reduce
+            )
+            for coord, init, reduce in (
+                (y, size, "amin"),
+                (x, size, "amin"),
+                (y, -1, "amax"),
+                (x, -1, "amax"),
+            )
+        ],
+        1,
+    )
+    return area, maskness, boxes
+
+
+def person_windows(
+    boxes: Tensor, human: Tensor, num_humans: int, mask_size: tuple[int, int]
+) -> tuple[Tensor, tuple[int, int]]:
+    """One same-size F_mask window per human holding its parts' boxes grown by one cell.
+
+    One cell of margin holds everything the painting and the resampling read next to a
+    covered cell (3 x 3 label growing, bilinear taps). The size is the largest human's,
+    and each window is shifted to lie inside F_mask.
+
+    Args:
+        boxes: ``(R, 4)`` ``(y_min, x_min, y_max, x_max)`` inclusive covered box of each part.
+        human: ``(R,)`` human of each part.
+        num_humans: Q.
+        mask_size: ``(h, w)``.
+
+    Returns:
+        ``origin`` ``(Q, 2)`` long top-left ``(y, x)`` cell of each window and the window
+        size ``(win_h, win_w)`` (at least 1 x 1; a human without parts gets any window).
+    """
+    mask_h, mask_w = mask_size
+    limit = torch.tensor([mask_h, mask_w], device=boxes.device)
+    lows = torch.full((num_humans, 2), mask_h + mask_w, dtype=torch.long, device=boxes.device)
+    lows.scatter_reduce_(0, human[:, None].expand(-1, 2), boxes[:, :2], "amin")
+    highs = torch.full((num_humans, 2), -1, dtype=torch.long, device=boxes.device)
+    highs.scatter_reduce_(0, human[:, None].expand(-1, 2), boxes[:, 2:], "amax")
+    lo = (lows - 1).clamp(min=0)
+    hi = torch.minimum(highs + 2, limit)
+    extent = (hi - lo).clamp(min=1).amax(0) if human.numel() else torch.ones_like(limit)
+    window = (int(extent[0]), int(extent[1]))
+    origin = torch.minimum(lo, limit - extent).clamp(min=0)
+    return origin, window
+
+
+def crop_windows(masks: Tensor, rows: Tensor, origin: Tensor, window: tuple[int, int]) -> Tensor:
+    """The ``window``-sized crop of each selected mask at its origin.
+
+    Args:
+        masks: ``(R, h, w)``.
+        rows: ``(R',)`` rows to crop.
+        origin: ``(R', 2)`` top-left ``(y, x)`` of each crop (inside ``(h, w)``).
+        window: ``(win_h, win_w)``.
+
+    Returns:
+        ``(R', win_h, win_w)``.
+    """
+    _, mask_h, mask_w = masks.shape
+    win_h, win_w = window
+    ys = origin[:, :1] + torch.arange(win_h, device=masks.device)  # (R', win_h)
+    xs = origin[:, 1:] + torch.arange(win_w, device=masks.device)  # (R', win_w)
+    # One flat index (a single gather) rather than three broadcast ones.
+    flat = (rows[:, None, None] * mask_h + ys[:, :, None]) * mask_w + xs[:, None, :]
+    return masks.reshape(-1)[flat]
+
+
 def paint_persons(
     masks: Tensor,
-    rows: Tensor,
     human: Tensor,
     labels: Tensor,
     num_humans: int,
-    mask_size: tuple[int, int],
     mask_thr: float,
 ) -> tuple[Tensor, Tensor]:
     """One label map per human from its parts' soft masks, all humans at once.
@@ -352,28 +443,29 @@ def paint_persons(
     may grow into it when upsampled. The foreground is the max part probability.
 
     Args:
-        masks: ``(R + 1, h * w)`` part probabilities; the last row is all 0 (padding).
-        rows: ``(R',)`` rows of the kept parts, grouped by human in ascending score.
-        human: ``(R',)`` human of each kept part.
-        labels: ``(R',)`` part class (1..C_P) of each kept part.
+        masks: ``(R, h, w)`` part probabilities (each part in its human's window), grouped
+            by human in ascending score.
+        human: ``(R,)`` human of each part.
+        labels: ``(R,)`` part class (1..C_P) of each part.
         num_humans: Q.
-        mask_size: ``(h, w)``.
         mask_thr: coverage threshold.
 
     Returns:
-        ``label_map`` ``(Q, h, w)`` long and ``foreground`` ``(Q, h, w)`` float.
+        ``label_map`` ``(Q, h, w)`` long and ``foreground`` ``(Q, h, w)`` float (0 for a
+        human without parts).
     """
+    _, mask_h, mask_w = masks.shape
     device = masks.device
-    mask_h, mask_w = mask_size
-    padding_row = masks.shape[0] - 1
-    _, slot = pack_by_group(rows, human, num_groups=num_humans)
-    k_max = max(int(slot[:, 1].max()) + 1 if slot.numel() else 0, 1)
-    source = torch.full((num_humans, k_max), padding_row, dtype=torch.long, device=device)
-    source[slot[:, 0], slot[:, 1]] = rows
+    if human.numel() == 0:
+        return (
+            torch.zeros(num_humans, mask_h, mask_w, dtype=torch.long, device=device),
+            masks.new_zeros(num_humans, mask_h, mask_w),
+        )
+    # (Q, K, h * w), zero (never covered) where a human has fewer than K parts
+    packed, slot = pack_by_group(masks.flatten(1), human, num_groups=num_humans)
+    k_max = packed.shape[1]
     label_of = torch.zeros(num_humans, k_max + 1, dtype=torch.long, device=device)
     label_of[slot[:, 0], slot[:, 1] + 1] = labels  # column 0: background
-    # (advanced indexing: index_select is many times slower for long rows on CPU)
-    packed = masks[source.flatten()].view(num_humans, k_max, mask_h * mask_w)  # (Q, K, hw)
     foreground = packed.amax(1)
     rank = torch.arange(1, k_max + 1, device=device, dtype=packed.dtype).view(1, -1, 1)
     winner = torch.where(packed > mask_thr, rank, 0.0).amax(1)  # 0 = not covered
@@ -472,22 +564,31 @@ def select_parts(
 
 
 def _to_original(
-    label_map: Tensor, foreground: Tensor, meta: dict, mask_thr: float, mask_stride: int
+    label_map: Tensor,
+    foreground: Tensor,
+    origin: Tensor,
+    mask_size: tuple[int, int],
+    meta: dict,
+    mask_thr: float,
+    mask_stride: int,
 ) -> Tensor:
-    """Person maps at F_mask resolution -> the original image size.
+    """Person maps in F_mask windows -> the original image size.
 
     The three steps of the spec (upsample to the padded input, crop the padding, resize to
     the original size) are done as one resampling of the F_mask-resolution maps at the
     original pixels' positions: labels by nearest neighbour, the foreground probability
     bilinearly (as SOLO resizes soft masks, edge-clamped, half-pixel centres) and
-    thresholded at ``mask_thr``. Only a window around each person is resampled (all
-    persons at once, with the size of the largest): outside the box of its covered cells
-    grown by one cell the bilinear foreground cannot exceed the threshold, so the cost
-    follows the persons' sizes, not P x H0 x W0.
+    thresholded at ``mask_thr``. Only the output pixels whose samples can reach a covered
+    cell are resampled (all persons at once, with the size of the largest): a sample
+    above the threshold has a covered tap, so all its taps lie within one cell of the
+    covered box, inside the person's window; the cost follows the persons' sizes, not
+    P x H0 x W0.
 
     Args:
-        label_map: ``(P, h, w)`` part class per pixel.
-        foreground: ``(P, h, w)`` person foreground probability.
+        label_map: ``(P, win_h, win_w)`` part class per cell of each person's window.
+        foreground: ``(P, win_h, win_w)`` person foreground probability.
+        origin: ``(P, 2)`` top-left ``(y, x)`` F_mask cell of each window.
+        mask_size: ``(h, w)`` of F_mask.
         meta: ``img_size`` (resized content, top-left of the batch tensor), ``ori_size``.
         mask_thr: foreground threshold.
         mask_stride: F_mask stride on the batch tensor (its padded size = F_mask size x
@@ -496,35 +597,39 @@ def _to_original(
     Returns:
         ``(P, H0, W0)`` uint8 person maps.
     """
-    num, mask_h, mask_w = label_map.shape
+    num, win_h, win_w = label_map.shape
+    mask_h, mask_w = mask_size
     device = label_map.device
     img_h, img_w = (int(v) for v in meta["img_size"])
     ori_h, ori_w = (int(v) for v in meta["ori_size"])
     out = torch.zeros(num, ori_h, ori_w, dtype=torch.uint8, device=device)
-    covered = foreground > mask_thr  # NaN compares False
     if num == 0:
         return out
+    covered = foreground > mask_thr  # NaN compares False
     # Original pixel Y samples F_mask at the continuous coordinate (Y + 0.5) * scale.
     # (F_mask covers the batch tensor at 1 / mask_stride, whatever the image's own padding)
     scale_y = img_h / (ori_h * mask_stride)
     scale_x = img_w / (ori_w * mask_stride)
-    y_lo, y_hi = _window(covered.any(2), scale_y, ori_h)
-    x_lo, x_hi = _window(covered.any(1), scale_x, ori_w)
-    win_h = max(int((y_hi - y_lo).max()), 1)
-    win_w = max(int((x_hi - x_lo).max()), 1)
-    # Same-size windows for all persons, shifted inside the image where needed.
-    y_lo = y_lo.clamp(max=ori_h - win_h)
-    x_lo = x_lo.clamp(max=ori_w - win_w)
-    ys = y_lo[:, None] + torch.arange(win_h, device=device)  # (P, win_h)
-    xs = x_lo[:, None] + torch.arange(win_w, device=device)  # (P, win_w)
-    src_y = (ys + 0.5) * scale_y  # continuous F_mask coordinates
-    src_x = (xs + 0.5) * scale_x
+    y_lo, y_hi = _window(covered.any(2), origin[:, 0], mask_h, scale_y, ori_h)
+    x_lo, x_hi = _window(covered.any(1), origin[:, 1], mask_w, scale_x, ori_w)
+    out_h = max(int((y_hi - y_lo).max()), 1)
+    out_w = max(int((x_hi - x_lo).max()), 1)
+    # Same-size output windows for all persons, shifted inside the image where needed.
+    y_lo = y_lo.clamp(max=ori_h - out_h)
+    x_lo = x_lo.clamp(max=ori_w - out_w)
+    ys = y_lo[:, None] + torch.arange(out_h, device=device)  # (P, out_h)
+    xs = x_lo[:, None] + torch.arange(out_w, device=device)  # (P, out_w)
+    # Continuous sampling coordinates in each person's F_mask window.
+    src_y = (ys + 0.5) * scale_y - origin[:, :1]
+    src_x = (xs + 0.5) * scale_x - origin[:, 1:]
 
     # Bilinear foreground: grid_sample with per-person grids (normalised, half-pixel).
+    # Edge clamping at a window side inside F_mask only reaches taps that are all
+    # uncovered, so it cannot change a thresholded sample.
     grid = torch.stack(
         [
-            (2 * src_x / mask_w - 1)[:, None, :].expand(num, win_h, win_w),
-            (2 * src_y / mask_h - 1)[:, :, None].expand(num, win_h, win_w),
+            (2 * src_x / win_w - 1)[:, None, :].expand(num, out_h, out_w),
+            (2 * src_y / win_h - 1)[:, :, None].expand(num, out_h, out_w),
         ],
         -1,
     ).to(foreground.dtype)
@@ -532,12 +637,12 @@ def _to_original(
         foreground[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
     )[:, 0]
     # Nearest labels: the F_mask cell containing the sampling point.
-    cell_y = src_y.floor().long().clamp(0, mask_h - 1)
-    cell_x = src_x.floor().long().clamp(0, mask_w - 1)
+    cell_y = src_y.floor().long().clamp(0, win_h - 1)
+    cell_x = src_x.floor().long().clamp(0, win_w - 1)
     person = torch.arange(num, device=device)[:, None, None]
     labels = label_map[person, cell_y[:, :, None], cell_x[:, None, :]].to(torch.uint8)
     window = labels.masked_fill_(~(fg > mask_thr), 0)
-    if (win_h, win_w) == (ori_h, ori_w):
+    if (out_h, out_w) == (ori_h, ori_w):
         return window  # the windows are the whole image
     # Paste through one flat index (8 bytes per window pixel, not three broadcast indices).
     flat = (person * ori_h + ys[:, :, None]) * ori_w + xs[:, None, :]
@@ -545,21 +650,25 @@ def _to_original(
     return out
 
 
-def _window(covered_lines: Tensor, scale: float, size: int) -> tuple[Tensor, Tensor]:
+def _window(
+    covered_lines: Tensor, origin: Tensor, length: int, scale: float, size: int
+) -> tuple[Tensor, Tensor]:
     """Output pixel range ``[lo, hi)`` whose samples can touch a covered line +- 1 cell.
 
     Args:
-        covered_lines: ``(P, L)`` bool, F_mask rows (or columns) with a covered cell.
+        covered_lines: ``(P, L_win)`` bool, window rows (or columns) with a covered cell.
+        origin: ``(P,)`` F_mask index of each window's first line.
+        length: F_mask rows (or columns).
         scale: F_mask units per output pixel.
         size: output length (H0 or W0).
 
     Returns:
         ``lo``, ``hi`` ``(P,)`` long, empty (``lo == hi``) for a person with no cell.
     """
-    length = covered_lines.shape[1]
+    win = covered_lines.shape[1]
     any_line = covered_lines.any(1)
-    first = covered_lines.to(torch.uint8).argmax(1)
-    last = length - 1 - covered_lines.flip(1).to(torch.uint8).argmax(1)
+    first = origin + covered_lines.to(torch.uint8).argmax(1)
+    last = origin + win - 1 - covered_lines.flip(1).to(torch.uint8).argmax(1)
     # Grow by one cell (bilinear support), convert [first - 1, last + 2) to pixels.
     lo = ((first - 1).clamp(min=0) / scale).floor().long().clamp(0, size)
     hi = ((last + 2).clamp(max=length) / scale).ceil().long().clamp(0, size)
