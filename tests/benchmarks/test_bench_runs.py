@@ -52,6 +52,10 @@ def test_scaling_toy():
     assert len(result["rows"]) == 4
     assert result["pixel_growth"]["pixel_ratio"] == pytest.approx(96 * 128 / (64 * 96))
     assert set(result["person_growth"]) == {"64x96", "96x128"}
+    assert set(result["person_growth_without_mask_product"]) == {"64x96", "96x128"}
+    for row in result["rows"]:
+        assert row["part_masks"] > 0  # the oracle decode computes a mask per found part
+        assert row["decode_rest_ms"] == pytest.approx(row["decode_ms"] - row["mask_product_ms"])
 
 
 def test_training_toy_with_mask_rcnn():
