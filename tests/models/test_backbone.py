@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 import urllib.error
 
@@ -126,6 +128,43 @@ def test_unreachable_torchvision_weights_fail_fast(monkeypatch):
         ResNetBackbone(depth=18, pretrained="torchvision")
     assert "pretrained=/path/to/resnet18.pth" in str(err.value)
     assert time.perf_counter() - t0 < 5.0
+
+
+def test_stalled_weights_server_fails_after_the_timeout(monkeypatch, tmp_path):
+    """A server that accepts the connection and never answers (a network dropping the
+    reply) ends in a clear error after ``download_timeout``, not in a hang."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)  # the kernel completes the handshake; nobody ever reads or answers
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/resnet18-f37072fd.pth"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached file to fall back on
+    real = torchvision.models._api.load_state_dict_from_url
+    monkeypatch.setattr(
+        torchvision.models._api,
+        "load_state_dict_from_url",
+        lambda _url, *args, **kwargs: real(url, *args, **kwargs),
+    )
+    outcome: list[BaseException | None] = []
+
+    def build() -> None:
+        try:
+            ResNetBackbone(depth=18, pretrained="torchvision", download_timeout=0.5)
+            outcome.append(None)
+        except BaseException as err:  # reported by the main thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=build, daemon=True)
+    t0 = time.perf_counter()
+    try:
+        worker.start()
+        worker.join(timeout=20)
+    finally:
+        server.close()
+    assert outcome, "the download hung: no timeout reached the socket"
+    assert isinstance(outcome[0], PretrainedWeightsError), outcome[0]
+    assert "timed out" in str(outcome[0]) and "pretrained=none" in str(outcome[0])
+    assert time.perf_counter() - t0 < 10
+    assert socket.getdefaulttimeout() is None  # the process-wide default is restored
 
 
 def test_bad_arguments():

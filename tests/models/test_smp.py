@@ -119,17 +119,22 @@ def test_hydra_override_reaches_the_module():
 def test_grid_configs(grid, parts, center):
     net = build(grid=grid)
     assert net.part_grids == parts and net.center_grid == center
-    out = net(torch.randn(1, 3, 64, 64))
-    assert [c.shape[-1] for c in out.cate] == parts
-    assert out.center.shape[-1] == center and out.offsets.shape[-1] == center
+    out = net(torch.randn(1, 3, 97, 131))  # odd size: F_mask is ceil(/4)
+    assert [c.shape for c in out.cate] == [(1, 4, s, s) for s in parts]
+    assert [k.shape for k in out.kernels] == [(1, 16, s, s) for s in parts]
+    assert out.center.shape == (1, 1, center, center)
+    assert out.offsets.shape == (1, 4, 2, center, center)
+    assert out.mask_feat.shape == (1, 16, 25, 33)
 
 
 def test_densepose_grids_double_the_base():
     net = build("model.net.num_grids=[80,72,48,32,24]", "model.net.center_grid=80", grid="1x",
                 num_classes=15)  # fmt: skip
-    out = net(torch.randn(1, 3, 64, 64))
+    out = net(torch.randn(1, 3, 97, 131))
     assert [c.shape[1:] for c in out.cate] == [(14, s, s) for s in (80, 72, 48, 32, 24)]
-    assert out.offsets.shape == (1, 14, 2, 80, 80)
+    assert [k.shape[1:] for k in out.kernels] == [(16, s, s) for s in (80, 72, 48, 32, 24)]
+    assert out.center.shape == (1, 1, 80, 80) and out.offsets.shape == (1, 14, 2, 80, 80)
+    assert out.mask_feat.shape == (1, 16, 25, 33)
 
 
 @pytest.mark.parametrize("size", [(64, 96), (97, 131)])
@@ -234,8 +239,8 @@ def test_nan_input_gives_no_garbage_detections():
     with torch.no_grad():
         out = net(torch.full((1, 3, 64, 64), float("nan")))
         preds = net.predict(out, [{"img_size": (64, 64), "ori_size": (64, 64)}])
-    scores = preds[0]["scores"]
-    assert scores.numel() == 0 or torch.isfinite(scores).all()
+    assert torch.isnan(out.center).all()  # the NaN did reach the heads
+    assert preds[0]["scores"].numel() == 0 and preds[0]["parsing"].shape == (0, 64, 64)
 
 
 def test_mir_relabel_repaints_per_person_classes():
@@ -355,6 +360,10 @@ def test_paper_parameter_counts(backbone):
     # torchvision ResNet trunk without fc, plus the DCN offset convs
     assert abs(counts["backbone"] - resnet) < (3e6 if "dcn" in backbone else 0.1e6)
     assert counts["fpn"] > 3e6 and counts["part_head"] > 9e6
+    # the figures of the README table (M, 2 decimals)
+    readme = {"r50": (23.51, 72.97), "r50_dcn": (24.38, 73.84), "r101": (42.50, 91.96),
+              "r101_dcn": (44.43, 93.89)}[backbone]  # fmt: skip
+    assert (round(counts["backbone"] / 1e6, 2), round(counts["total"] / 1e6, 2)) == readme
 
 
 @pytest.mark.slow

@@ -7,8 +7,10 @@ Matches the paper's backbone settings (appendix listing: ``frozen_stages=1``, Im
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -29,7 +31,20 @@ class PretrainedWeightsError(RuntimeError):
     """ImageNet weights were requested but cannot be obtained."""
 
 
-def load_resnet_state_dict(depth: int, pretrained: str) -> dict[str, Tensor] | None:
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Default timeout of the sockets opened in the block (the hub download's)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_resnet_state_dict(
+    depth: int, pretrained: str, download_timeout: float = 30.0
+) -> dict[str, Tensor] | None:
     """Fetch ImageNet weights for a torchvision ResNet.
 
     Args:
@@ -37,6 +52,9 @@ def load_resnet_state_dict(depth: int, pretrained: str) -> dict[str, Tensor] | N
         pretrained: ``"none"`` (random init), ``"torchvision"`` (download / torch hub
             cache) or a path to a ``.pth`` state dict (``torch.load(weights_only=True)``;
             a ``{"state_dict": ...}`` wrapper is accepted).
+        download_timeout: seconds a download may wait on one connect or read before it
+            fails (torch hub itself sets none, so a network that drops packets would
+            hang the run).
 
     Returns:
         The state dict, or ``None`` for ``"none"``.
@@ -55,10 +73,11 @@ def load_resnet_state_dict(depth: int, pretrained: str) -> dict[str, Tensor] | N
     if str(pretrained).lower() == "torchvision":
         weights = get_weight(_RESNETS[depth][1])
         try:
-            return weights.get_state_dict(progress=False)
+            with _socket_timeout(download_timeout):
+                return weights.get_state_dict(progress=False)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
             raise PretrainedWeightsError(
-                f"Cannot download ImageNet weights {weights.url} ({err}). {hint}"
+                f"Cannot download ImageNet weights {weights.url} ({err!r}). {hint}"
             ) from err
     path = Path(pretrained).expanduser()
     if not path.is_file():
@@ -124,6 +143,8 @@ class ResNetBackbone(nn.Module):
         base_width: channels of the stem and stage 1 (64 in every torchvision ResNet); stages
             2-4 double it each time. A smaller width (e.g. 32) gives a CPU-sized trunk with the
             same structure; it cannot load ImageNet weights, so it needs ``pretrained="none"``.
+        download_timeout: seconds one connect or read of the ``"torchvision"`` download may
+            wait before the run fails with :class:`PretrainedWeightsError`.
 
     Shapes:
         input ``(B, 3, H, W)`` -> C2..C5 ``(B, C_i, ceil(H / s), ceil(W / s))`` with
@@ -139,6 +160,7 @@ class ResNetBackbone(nn.Module):
         norm_eval: bool = True,
         dcn_stages: Sequence[bool] = (False, False, False, False),
         base_width: int = 64,
+        download_timeout: float = 30.0,
     ) -> None:
         super().__init__()
         if depth not in _RESNETS:
@@ -158,7 +180,7 @@ class ResNetBackbone(nn.Module):
         net = _RESNETS[depth][0](weights=None)
         if base_width != 64:
             _rebuild_with_width(net, base_width)
-        state = load_resnet_state_dict(depth, pretrained)
+        state = load_resnet_state_dict(depth, pretrained, download_timeout)
         if state is not None:
             try:
                 missing, unexpected = net.load_state_dict(state, strict=False)
