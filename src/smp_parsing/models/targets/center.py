@@ -57,6 +57,21 @@ def center_region_cells(
     return cell, torch.cat([lo, hi], 1)
 
 
+def drop_regions(regions: Tensor, keep: Tensor) -> Tensor:
+    """The regions of the instances not kept made empty (x0 > x1: they cover no cell).
+
+    Args:
+        regions: ``(N, 4)`` long inclusive cell ranges ``(x0, y0, x1, y1)``.
+        keep: ``(N,)`` bool.
+
+    Returns:
+        ``(N, 4)`` regions, ``(1, 1, 0, 0)`` where ``keep`` is False.
+    """
+    empty = regions.new_zeros(4)  # built on the device: no host-to-device copy
+    empty[:2] = 1
+    return torch.where(keep[:, None], regions, empty)
+
+
 def grid_cells(points: Tensor, grid: int, image_size: tuple[int, int]) -> Tensor:
     """Grid cell ``floor(p * S / size)`` of pixel points, clamped to the grid.
 

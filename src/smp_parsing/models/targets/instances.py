@@ -201,10 +201,15 @@ def _stack_person_maps(
         raise ValueError(
             f"extract_instances: size {height}x{width} is not a multiple of mask_stride {mask_stride}"
         )
-    counts = torch.tensor([p.shape[0] for p in parsing_list])
     device = parsing_list[0].device
     maps = torch.cat([p.to(device) for p in parsing_list])
-    batch_idx = torch.repeat_interleave(torch.arange(len(parsing_list)), counts).to(device)
+    # filled on the device (a loop over the images of the batch): no host-to-device copy
+    batch_idx = torch.cat(
+        [
+            torch.full((p.shape[0],), b, dtype=torch.long, device=device)
+            for b, p in enumerate(parsing_list)
+        ]
+    )
     return maps, batch_idx
 
 

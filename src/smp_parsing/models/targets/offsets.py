@@ -10,7 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from smp_parsing.models.targets.center import assign_cells, center_region_cells, grid_cells
+from smp_parsing.models.targets.center import (
+    assign_cells,
+    center_region_cells,
+    drop_regions,
+    grid_cells,
+)
 from smp_parsing.models.targets.instances import BatchInstances
 
 
@@ -82,7 +87,7 @@ def build_offset_targets(instances: BatchInstances, *, grid: int, epsilon: float
     _, regions = center_region_cells(
         persons.centers, persons.boxes, grid, instances.image_size, epsilon
     )
-    regions = torch.where(supervised[:, None], regions, _EMPTY_REGION.to(regions))
+    regions = drop_regions(regions, supervised)
     owner = assign_cells(regions, persons.batch_idx, persons.areas, batch, grid)  # (B, S, S)
 
     # Grid cell of every (person, part class) barycenter: (N + 1, C_P, 2), row 0 a dummy
@@ -108,6 +113,3 @@ def build_offset_targets(instances: BatchInstances, *, grid: int, epsilon: float
         offsets=offsets.permute(0, 3, 4, 1, 2).contiguous(),
         weights=weights.permute(0, 3, 1, 2).contiguous(),
     )
-
-
-_EMPTY_REGION = torch.tensor([1, 1, 0, 0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from smp_parsing.models.targets.center import assign_cells, center_region_cells
+from smp_parsing.models.targets.center import assign_cells, center_region_cells, drop_regions
 from smp_parsing.models.targets.instances import BatchInstances
 
 
@@ -106,7 +106,7 @@ def build_part_targets(
             parts.centers, parts.boxes, grid, instances.image_size, epsilon
         )
         # Instances off this level get an empty region (x0 > x1) and cover no cell.
-        regions = torch.where(on_level[level, :, None], regions, _EMPTY_REGION.to(regions))
+        regions = drop_regions(regions, on_level[level])
         owner = assign_cells(regions, parts.batch_idx, parts.areas, instances.batch_size, grid)
         has_owner = owner >= 0
         # Index with owner + 1 into the labels prefixed by a background 0: no branch for
@@ -124,9 +124,6 @@ def build_part_targets(
         pos_level=torch.cat(pos_level),
         pos_cell=torch.cat(pos_cell),
         pos_instance=pos_instance_all,
-        num_pos=torch.tensor(pos_instance_all.numel(), device=pos_instance_all.device),
+        num_pos=pos_instance_all.new_full((), pos_instance_all.numel()),
         instance_masks=parts.masks,
     )
-
-
-_EMPTY_REGION = torch.tensor([1, 1, 0, 0])
