@@ -332,6 +332,8 @@ def test_crop_windows_matches_slicing():
     got = crop_windows(masks, rows, origin, (2, 3))
     for i, (r, (y, x)) in enumerate(zip(rows.tolist(), origin.tolist())):
         assert torch.equal(got[i], masks[r, y : y + 2, x : x + 3])
+    whole = crop_windows(masks, rows, torch.zeros_like(origin), (6, 8))
+    assert torch.equal(whole, masks[rows])
 
 
 def test_to_original_on_windows_equals_full_maps():

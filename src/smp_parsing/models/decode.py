@@ -421,6 +421,8 @@ def crop_windows(masks: Tensor, rows: Tensor, origin: Tensor, window: tuple[int,
     """
     _, mask_h, mask_w = masks.shape
     win_h, win_w = window
+    if (win_h, win_w) == (mask_h, mask_w):
+        return masks[rows]  # whole masks (origins are 0): a row gather, no pixel index
     ys = origin[:, :1] + torch.arange(win_h, device=masks.device)  # (R', win_h)
     xs = origin[:, 1:] + torch.arange(win_w, device=masks.device)  # (R', win_w)
     # One flat index (a single gather) rather than three broadcast ones.
