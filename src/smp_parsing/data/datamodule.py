@@ -213,14 +213,18 @@ class ParsingDataModule(pl.LightningDataModule):
                 self.datasets[split] = self._build(split)
 
     # ------------------------------------------------------------------ loaders
+    def _dataset(self, split: str) -> Dataset:
+        """The data set of ``split``, set up on first use."""
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
+        return self.datasets[split]
+
     def _loader(
         self, split: str, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None
     ) -> DataLoader:
-        if split not in self.datasets:
-            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
         loader_class = LazyDataLoader if split == "train" else DataLoader
         return loader_class(
-            self.datasets[split],
+            self._dataset(split),
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
@@ -245,7 +249,7 @@ class ParsingDataModule(pl.LightningDataModule):
         if seed is None:
             seed = 0 if shard is not None else int(torch.randint(2**31, ()).item())
         sampler = EpochKeyedSampler(
-            self.datasets["train"],
+            self._dataset("train"),
             shuffle=True,
             seed=seed % 2**31,
             **(shard if shard is not None else {"num_replicas": 1, "rank": 0}),
@@ -254,8 +258,6 @@ class ParsingDataModule(pl.LightningDataModule):
         return sampler
 
     def train_dataloader(self) -> DataLoader:
-        if "train" not in self.datasets:
-            self.setup("fit")
         return self._loader("train", self.batch_size, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
