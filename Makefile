@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-full lint format bench clean
+.PHONY: help install train test test-fast test-full lint format bench clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -28,11 +28,16 @@ install: $(STAMP) ## Create .venv (when missing) and install the package editabl
 train: $(STAMP) ## Main job: synthetic MHP data -> train -> evaluate -> predict -> report (CPU)
 	$(PY) -m smp_parsing.quickstart $(ARGS)
 
-test: $(STAMP) ## Default test suite (excludes tests marked slow)
-	$(PY) -m pytest -q
-
-test-full: $(STAMP) ## Every test, slow ones included
+# pyproject's addopts deselect `slow` so that a bare `pytest tests/...` stays quick while editing;
+# `make test` (what CI runs, .ci/run) overrides that and runs every test. `gpu` tests skip
+# themselves without CUDA.
+test: $(STAMP) ## Every test, slow ones included (what CI runs)
 	$(PY) -m pytest -q -m "slow or not slow"
+
+test-fast: $(STAMP) ## Quick edit-test loop: the suite without the tests marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: test ## Same as `make test` (kept for old scripts)
 
 lint: $(STAMP) ## Static checks (ruff)
 	$(VENV)/bin/ruff check src tests benchmarks notebooks
