@@ -12,9 +12,11 @@ from smp_parsing.models.decode import (
     _to_original,
     crop_windows,
     decode_parsing,
+    group_parts_release,
     mask_statistics,
     paint_persons,
     person_windows,
+    rank_in_group,
     select_parts,
 )
 from smp_parsing.models.outputs import SMPOutputs
@@ -106,15 +108,185 @@ def test_decode_thresholds_and_max_humans():
 
 def test_decode_accept_window_forgives_an_offset_one_cell_off():
     outputs = two_people()
-    # A's body offset now points one cell below the body cell: rejected with the paper's
-    # single-cell test, accepted (and the body cell chosen) with a 3 x 3 window.
+    # A's body offset now points one cell below the body cell: rejected by the single-cell
+    # test of the pointed_cell rule, accepted (and the body cell chosen) with a 3 x 3 window.
     outputs.offsets[0, 1, 1, HUMAN_A[1], HUMAN_A[0]] -= 1.0
-    (strict,) = decode_parsing(outputs, [META], strides=STRIDES)
-    (window,) = decode_parsing(outputs, [META], strides=STRIDES, accept_window=3)
+    old = dict(strides=STRIDES, grouping="pointed_cell")
+    (strict,) = decode_parsing(outputs, [META], **old)
+    (window,) = decode_parsing(outputs, [META], **old, accept_window=3)
     assert 2 not in strict["parsing"][1].unique().tolist()
     assert same_up_to_corners(window["parsing"], expected_maps())
     with pytest.raises(ValueError, match="accept_window"):
         decode_parsing(outputs, [META], strides=STRIDES, accept_window=2)
+    with pytest.raises(ValueError, match="grouping"):
+        decode_parsing(outputs, [META], strides=STRIDES, grouping="nearest")
+
+
+def test_decode_groupings_agree_on_exact_offsets():
+    for grouping in ("release", "pointed_cell"):
+        (pred,) = decode_parsing(two_people(), [META], strides=STRIDES, grouping=grouping)
+        assert same_up_to_corners(pred["parsing"], expected_maps()), grouping
+
+
+def spread_person(miss: float) -> SMPOutputs:
+    """One human at (8, 8) of a 16-cell grid with a head 3 cells up-left and legs 3 cells
+    down-right (r = 0.5 * sqrt(6 * 6) = 3 cells); the head offset misses by ``miss`` cells."""
+    grid, logit = 16, 10.0
+    human, head, legs = (8, 8), (5, 5), (11, 11)
+    center = torch.full((1, 1, grid, grid), -logit)
+    center[0, 0, human[1], human[0]] = 5.0
+    offsets = torch.zeros(1, 2, 2, grid, grid)
+    offsets[0, 0, :, human[1], human[0]] = torch.tensor([3.0 - miss, 3.0])
+    offsets[0, 1, :, human[1], human[0]] = torch.tensor([-3.0, -3.0])
+    cate = torch.full((1, 2, grid, grid), -logit)
+    cate[0, 0, head[1], head[0]] = cate[0, 1, legs[1], legs[0]] = logit
+    mask_feat = torch.zeros(1, 3, 32, 32)  # 128 px input, F_mask at stride 4
+    mask_feat[0, 0, 8:14, 8:14] = mask_feat[0, 1, 18:26, 18:26] = mask_feat[0, 2] = 1
+    kernels = torch.zeros(1, 3, grid, grid)
+    for (x, y), channel in ((head, 0), (legs, 1)):
+        kernels[0, channel, y, x], kernels[0, 2, y, x] = 2 * logit, -logit
+    return SMPOutputs(
+        center=center, offsets=offsets, cate=[cate], kernels=[kernels], mask_feat=mask_feat
+    )
+
+
+def test_release_grouping_tolerates_an_offset_a_few_cells_off():
+    meta = {"img_size": (128, 128), "ori_size": (128, 128)}
+    for miss in (0.0, 2.0):
+        (release,) = decode_parsing(spread_person(miss), [meta], strides=STRIDES)
+        (pointed,) = decode_parsing(
+            spread_person(miss), [meta], strides=STRIDES, grouping="pointed_cell"
+        )
+        assert release["parsing"][0].unique().tolist() == [0, 1, 2]  # head and legs
+        # the pointed_cell rule loses the head once the offset misses its only cell
+        assert pointed["parsing"][0].unique().tolist() == ([0, 1, 2] if miss == 0 else [0, 2])
+    # 2 cells off with r = 3: weighted score exp(-4 / 9) ~ 0.64 > 0.3; 4 cells: 0.17 < 0.3
+    (far,) = decode_parsing(spread_person(4.0), [meta], strides=STRIDES)
+    assert far["parsing"][0].unique().tolist() == [0, 2]
+
+
+def test_release_grouping_guards_a_zero_radius():
+    # Every pointed centre on the part's own cell: the box is a point, r = 0; the release
+    # divides by it (0 / 0 = NaN at d = 0 loses the part); the guard keeps r = 1.
+    part_scores = torch.zeros(1, 2, 6, 6)
+    part_scores[0, 1, 2, 4] = 0.9
+    part_scores[0, 1, 2, 5] = 0.95  # one cell right of the pointed centre: 0.95 e^-1 < 0.9
+    pointed = torch.tensor([[[4.0, 2.0], [4.0, 2.0]]])
+    finite = torch.ones(1, 2, dtype=torch.bool)
+    human, level, cls, y, x, score = group_parts_release(
+        pointed, finite, part_scores, cand_score_thr=0.1, cate_score_thr=0.3, min_radius=1.0
+    )
+    assert (human.tolist(), level.tolist(), cls.tolist(), y.tolist(), x.tolist()) == (
+        [0], [0], [1], [2], [4]
+    )  # fmt: skip
+    torch.testing.assert_close(score, torch.tensor([0.9]))
+    # a non-finite pointed centre gives its class nothing (and does not reach the box)
+    finite[0, 1] = False
+    assert (
+        group_parts_release(
+            pointed, finite, part_scores, cand_score_thr=0.1, cate_score_thr=0.3, min_radius=1.0
+        )[0].numel()
+        == 0
+    )
+
+
+def loop_group_release(pointed, finite, part_scores, cand_thr, thr, min_radius):
+    """The release's grouping one human, class and candidate at a time."""
+    levels, num_cls, grid, _ = part_scores.shape
+    cands = [
+        (part_scores[lv, c, y, x].item(), lv, c, y, x)
+        for lv in range(levels)
+        for c in range(num_cls)
+        for y in range(grid)
+        for x in range(grid)
+        if part_scores[lv, c, y, x] > cand_thr
+    ]
+    chosen = []
+    for q in range(pointed.shape[0]):
+        pts = [pointed[q, c].tolist() for c in range(num_cls) if finite[q, c]]
+        if pts:
+            w = max(p[0] for p in pts) - min(p[0] for p in pts)
+            h = max(p[1] for p in pts) - min(p[1] for p in pts)
+            r = max(0.5 * math.sqrt(w * h), min_radius)
+        else:
+            r = min_radius
+        for c in range(num_cls):
+            if not finite[q, c]:
+                continue
+            px = round(min(max(pointed[q, c, 0].item(), 0), grid - 1))
+            py = round(min(max(pointed[q, c, 1].item(), 0), grid - 1))
+            best = None
+            for score, lv, cc, y, x in cands:
+                if cc != c:
+                    continue
+                weighted = score * math.exp(-((abs(x - px) + abs(y - py)) ** 2) / r**2)
+                if best is None or weighted > best[0] + 1e-7:
+                    best = (weighted, lv, y, x)
+            if best is not None and best[0] > thr:
+                chosen.append((q, best[1], c, best[2], best[3], best[0]))
+    return chosen
+
+
+def test_group_parts_release_matches_loop():
+    generator = torch.Generator().manual_seed(4)
+    levels, num_cls, grid, humans = 3, 4, 7, 5
+    part_scores = torch.rand(levels, num_cls, grid, grid, generator=generator)
+    part_scores = part_scores * (part_scores > 0.7)
+    pointed = torch.rand(humans, num_cls, 2, generator=generator) * (grid + 3) - 1.5
+    finite = torch.rand(humans, num_cls, generator=generator) > 0.2
+    pointed[~finite] = float("nan")
+    pointed[3] = pointed[3, :1]  # all centres on one point: r = 0 -> min_radius
+    finite[3] = True
+    finite[4] = False  # a human with no finite centre
+    got = group_parts_release(
+        pointed, finite, part_scores, cand_score_thr=0.7, cate_score_thr=0.3, min_radius=1.0
+    )
+    want = loop_group_release(pointed, finite, part_scores, 0.7, 0.3, 1.0)
+    assert len(want) > 8 and len({w[0] for w in want}) >= 3
+    got_rows = list(zip(*(t.tolist() for t in got[:5])))
+    assert got_rows == [w[:5] for w in want]
+    torch.testing.assert_close(got[5], torch.tensor([w[5] for w in want]))
+
+
+def crowd(num_humans: int = 8) -> tuple[SMPOutputs, dict]:
+    """``num_humans`` side by side on a 16-cell grid, each with a head (class 0) 2 cells
+    above its center and a body (class 1) 2 cells below, all parts scored alike."""
+    grid, logit = 16, 10.0
+    center = torch.full((1, 1, grid, grid), -logit)
+    offsets = torch.zeros(1, 2, 2, grid, grid)
+    cate = torch.full((1, 2, grid, grid), -logit)
+    mask_feat = torch.zeros(1, 2 * num_humans + 1, 32, 32)  # 128 px input, stride 4
+    mask_feat[0, -1] = 1
+    kernels = torch.zeros(1, 2 * num_humans + 1, grid, grid)
+    for q in range(num_humans):
+        x = 2 * q + 1
+        center[0, 0, 8, x] = 5.0  # equal peaks survive the 5 x 5 max-pool together
+        offsets[0, 0, 1, 8, x], offsets[0, 1, 1, 8, x] = 2.0, -2.0
+        for cls, y in ((0, 6), (1, 10)):
+            cate[0, cls, y, x] = logit
+            channel = 2 * q + cls
+            mask_feat[0, channel, 2 * y - 2 : 2 * y + 4, 2 * x : 2 * x + 2] = 1  # 12 cells
+            kernels[0, channel, y, x], kernels[0, -1, y, x] = 2 * logit, -logit
+    meta = {"img_size": (128, 128), "ori_size": (128, 128)}
+    return SMPOutputs(center=center, offsets=offsets, cate=[cate], kernels=[kernels],
+                      mask_feat=mask_feat), meta  # fmt: skip
+
+
+@pytest.mark.parametrize("grouping", ["release", "pointed_cell"])
+def test_nms_pre_caps_parts_per_human_not_per_image(grouping):
+    outputs, meta = crowd(8)
+    # 16 true parts in the image, nms_pre = 2: a per-image cap would keep 2 of them
+    (pred,) = decode_parsing(outputs, [meta], strides=STRIDES, nms_pre=2, grouping=grouping)
+    assert len(pred["scores"]) == 8
+    assert all(person.unique().tolist() == [0, 1, 2] for person in pred["parsing"])
+    (one,) = decode_parsing(outputs, [meta], strides=STRIDES, nms_pre=1, grouping=grouping)
+    assert all(person.unique().numel() == 2 for person in one["parsing"])  # one part each
+
+
+def test_rank_in_group():
+    score = torch.tensor([0.5, 0.9, 0.1, 0.9, 0.3])
+    group = torch.tensor([1, 0, 1, 1, 0])
+    assert rank_in_group(score, group, 3).tolist() == [1, 0, 2, 0, 1]
 
 
 def test_decode_area_filter_drops_tiny_masks():
@@ -184,7 +356,7 @@ def test_decode_rejects_mismatched_metas():
         decode_parsing(two_people(), [META], strides=(8, 8))
 
 
-def loop_select_parts(pointed, accepted, part_scores, thr, nms_pre, min_radius):
+def loop_select_parts(pointed, accepted, part_scores, thr, min_radius):
     """select_parts one human, level, class and candidate at a time."""
     levels, num_cls, grid, _ = part_scores.shape
     cands = [
@@ -195,7 +367,6 @@ def loop_select_parts(pointed, accepted, part_scores, thr, nms_pre, min_radius):
         for x in range(grid)
         if part_scores[lv, c, y, x] > thr
     ]
-    cands = sorted(cands, key=lambda e: -e[0])[:nms_pre]  # stable: flat order on ties
     chosen = []
     for q in range(pointed.shape[0]):
         acc = [c for c in range(num_cls) if accepted[:, q, c].any()]
@@ -232,10 +403,8 @@ def test_select_parts_matches_loop():
     pointed = torch.rand(humans, num_cls, 2, generator=generator) * (grid - 1)
     accepted = torch.rand(levels, humans, num_cls, generator=generator) > 0.3
     accepted[:, 3] = False  # a human with nothing accepted
-    got = select_parts(
-        pointed, accepted, part_scores, cate_score_thr=0.6, nms_pre=30, min_radius=1.0
-    )
-    want = loop_select_parts(pointed, accepted, part_scores, 0.6, 30, 1.0)
+    got = select_parts(pointed, accepted, part_scores, cate_score_thr=0.6, min_radius=1.0)
+    want = loop_select_parts(pointed, accepted, part_scores, 0.6, 1.0)
     assert len(want) > 5
     got_rows = list(zip(*(t.tolist() for t in got[:5])))
     assert got_rows == [w[:5] for w in want]

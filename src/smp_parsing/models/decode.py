@@ -17,6 +17,8 @@ from torch import Tensor
 from smp_parsing.models.matrix_nms import matrix_nms, pack_by_group
 from smp_parsing.models.outputs import SMPOutputs
 
+GROUPINGS = ("release", "pointed_cell")
+
 
 def decode_parsing(
     outputs: SMPOutputs,
@@ -26,6 +28,8 @@ def decode_parsing(
     ctr_score_thr: float = 0.1,
     ctr_pool_size: int = 5,
     cate_score_thr: float = 0.3,
+    cand_score_thr: float = 0.1,
+    grouping: str = "release",
     nms_pre: int = 500,
     mask_thr: float = 0.5,
     update_thr: float = 0.1,
@@ -45,15 +49,21 @@ def decode_parsing(
          equal values kept) with score > ``ctr_score_thr``;
       2. part score maps of all levels (sigmoid, 2x2 point NMS) and kernels resized to
          S_c x S_c (nearest, so a candidate's score and kernel come from the same cell);
-      3. each human points at its part centres ``cell - offset_p``; class p is accepted
-         for the human on a level when that level's score at the pointed cell exceeds
-         ``cate_score_thr`` (with ``accept_window`` > 1: the level's best score in the
-         ``accept_window`` x ``accept_window`` cells around the pointed one, which forgives
-         an offset that misses a small part's only cell by one); the part is the
-         candidate cell of class p on that level (score > threshold, top ``nms_pre``)
-         maximising ``score * exp(-d^2 / r^2)``,
-         d the Manhattan distance to the pointed centre, r the spread of the human's
-         pointed centres (at least ``min_radius``);
+      3. each human points at its part centres ``cell - offset_p`` and takes at most one
+         part per class (``grouping="release"``, the authors' rule, spec Inference step 3):
+         the candidates are the cells of all levels with a score above
+         ``cand_score_thr``; for class p the candidate of class p maximising
+         ``score * exp(-d^2 / r^2)`` is kept, d the Manhattan distance in cells to the
+         pointed centre clamped into the grid, r half the geometric mean of the extent of
+         the box around the human's C_P pointed centres (at least ``min_radius``); the part
+         is accepted when that weighted score exceeds ``cate_score_thr`` and the weighted
+         score is its score. ``grouping="pointed_cell"`` (the previous rule of this
+         implementation, not the release's) accepts class p on a level only when that
+         level's score at the pointed cell exceeds ``cate_score_thr`` (with
+         ``accept_window`` > 1: the best score in the window around it), then keeps per
+         (level, class) the candidate above ``cate_score_thr`` with the highest
+         ``score * exp(-d^2 / r^2)``, r the spread of the accepted pointed centres. Either
+         way at most ``nms_pre`` parts per human (highest weighted scores) go on;
       4. masks from the kernels (> ``mask_thr``), area > level stride, maskness rescoring,
          matrix NMS among same-class parts of a human (one part per level and class can
          survive step 3, so duplicates across levels are decayed here), keep >=
@@ -71,8 +81,11 @@ def decode_parsing(
         strides: L level strides used by the area filter (8, 8, 16, 32, 32).
         ctr_score_thr: human-center threshold (0.1).
         ctr_pool_size: max-pool window of the center peak search (5).
-        cate_score_thr: part threshold (0.3).
-        nms_pre: max part-candidate cells per image.
+        cate_score_thr: part threshold theta_p (0.3).
+        cand_score_thr: min score of a part candidate cell for ``grouping="release"``
+            (the release's ``score_thr``, 0.1).
+        grouping: ``"release"`` (default) or ``"pointed_cell"``, see step 3.
+        nms_pre: max parts per human entering the mask stage (the release caps per human).
         mask_thr: mask binarisation threshold (0.5).
         update_thr: min part score after matrix NMS (0.1).
         nms_kernel: matrix NMS kernel (``"gaussian"``).
@@ -80,8 +93,9 @@ def decode_parsing(
         max_humans: max humans per image (highest center scores).
         max_parts_per_human: max parts kept per human.
         min_radius: lower bound of the distance-weighting radius r, in grid cells.
-        accept_window: odd side of the window, in center-grid cells, whose best part score
-            decides the acceptance test (1 = the pointed cell only, as in the release).
+        accept_window: ``grouping="pointed_cell"`` only: odd side of the window, in
+            center-grid cells, whose best part score decides the acceptance test (1 = the
+            pointed cell only).
         mask_stride: stride of F_mask on the batch's padded input tensor (4). The images of a
             batch are padded to the batch's largest size, so an image's own ``pad_size``
             (meta) is not the F_mask geometry: the batch tensor is.
@@ -103,6 +117,8 @@ def decode_parsing(
             raise ValueError(f"decode_parsing: meta of image {b} lacks {sorted(missing)}")
     if len(strides) != len(outputs.cate):
         raise ValueError(f"decode_parsing: {len(strides)} strides for {len(outputs.cate)} levels")
+    if grouping not in GROUPINGS:
+        raise ValueError(f"decode_parsing: grouping must be one of {GROUPINGS}, got {grouping!r}")
     if accept_window < 1 or accept_window % 2 == 0:
         raise ValueError(f"decode_parsing: accept_window must be odd and >= 1, got {accept_window}")
     grid = outputs.center.shape[-1]
@@ -118,7 +134,7 @@ def decode_parsing(
         1,
     )  # (B, L, C_P, S, S)
     accept_scores = part_scores
-    if accept_window > 1:
+    if grouping == "pointed_cell" and accept_window > 1:
         accept_scores = F.max_pool2d(
             part_scores.flatten(1, 2), accept_window, stride=1, padding=accept_window // 2
         ).view_as(part_scores)
@@ -126,6 +142,8 @@ def decode_parsing(
         strides=tuple(strides),
         part_grids=tuple(c.shape[-1] for c in outputs.cate),
         cate_score_thr=cate_score_thr,
+        cand_score_thr=cand_score_thr,
+        grouping=grouping,
         nms_pre=nms_pre,
         mask_thr=mask_thr,
         update_thr=update_thr,
@@ -167,6 +185,8 @@ class _DecodeSettings:
     strides: tuple[int, ...]
     part_grids: tuple[int, ...]
     cate_score_thr: float
+    cand_score_thr: float
+    grouping: str
     nms_pre: int
     mask_thr: float
     update_thr: float
@@ -235,28 +255,40 @@ def _decode_image(
     hy, hx, human_scores = hy[top], hx[top], human_scores[top]
     num_humans = hy.numel()
 
-    # 3. Pointed part centres (Q, C_P, 2) = cell - offset, and the acceptance test on
-    # every level: score of class p at the pointed cell.
+    # 3. Pointed part centres (Q, C_P, 2) = cell - offset, then at most one part per
+    # (human, class) [release] or per (human, level, class) [pointed_cell].
     human_xy = torch.stack([hx, hy], 1).float()
     pointed = human_xy[:, None, :] - offsets[:, :, hy, hx].permute(2, 0, 1)
     finite = torch.isfinite(pointed).all(2)  # (Q, C_P)
-    pointed_cell = torch.nan_to_num(pointed).round().clamp(0, grid - 1).long()
-    cls = torch.arange(num_part_classes, device=device)
-    pointed_score = accept_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]  # (L, Q, C_P)
-    accepted = (pointed_score > cfg.cate_score_thr) & finite  # (L, Q, C_P)
+    if cfg.grouping == "release":
+        selected = group_parts_release(
+            pointed,
+            finite,
+            part_scores,
+            cand_score_thr=cfg.cand_score_thr,
+            cate_score_thr=cfg.cate_score_thr,
+            min_radius=cfg.min_radius,
+        )
+    else:
+        # Acceptance test on every level: score of class p at the pointed cell.
+        pointed_cell = torch.nan_to_num(pointed).round().clamp(0, grid - 1).long()
+        cls = torch.arange(num_part_classes, device=device)
+        pointed_score = accept_scores[:, cls, pointed_cell[..., 1], pointed_cell[..., 0]]
+        accepted = (pointed_score > cfg.cate_score_thr) & finite  # (L, Q, C_P)
+        selected = select_parts(
+            pointed,
+            accepted,
+            part_scores,
+            cate_score_thr=cfg.cate_score_thr,
+            min_radius=cfg.min_radius,
+        )
+    part_human, part_level, part_cls, cell_y, cell_x, part_score = selected
 
-    part_human, part_level, part_cls, cell_y, cell_x, part_score = select_parts(
-        pointed,
-        accepted,
-        part_scores,
-        cate_score_thr=cfg.cate_score_thr,
-        nms_pre=cfg.nms_pre,
-        min_radius=cfg.min_radius,
-    )
-
-    # Maskness and the NMS decay are <= 1: a part already under update_thr cannot come
-    # back, so its mask is never computed.
-    alive = (part_score >= cfg.update_thr).nonzero(as_tuple=True)[0]
+    # At most nms_pre parts per human (the release's cap, per human: a per-image cap
+    # drops true parts in a crowded image) and none under update_thr: maskness and the
+    # NMS decay are <= 1, so such a part cannot come back and its mask is never computed.
+    rank = rank_in_group(part_score, part_human, num_humans)
+    alive = ((rank < cfg.nms_pre) & (part_score >= cfg.update_thr)).nonzero(as_tuple=True)[0]
     part_human, part_level, part_cls = part_human[alive], part_level[alive], part_cls[alive]
     cell_y, cell_x, part_score = cell_y[alive], cell_x[alive], part_score[alive]
 
@@ -483,13 +515,12 @@ def select_parts(
     part_scores: Tensor,
     *,
     cate_score_thr: float,
-    nms_pre: int,
     min_radius: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Best part candidate of every (human, level, class) with an accepted pointed centre.
+    """``grouping="pointed_cell"``: best candidate of every accepted (human, level, class).
 
     Candidates are the cells of all levels and classes with a score above
-    ``cate_score_thr`` (the ``nms_pre`` best). For human q and a candidate of class p on
+    ``cate_score_thr``. For human q and a candidate of class p on
     level l (valid when ``accepted[l, q, p]``), the weighted score is
     ``score * exp(-d^2 / r_q^2)`` with d the Manhattan distance from the candidate cell to
     the human's pointed centre of class p and r_q the spread (RMS distance to their mean)
@@ -502,7 +533,6 @@ def select_parts(
         accepted: ``(L, Q, C_P)`` bool, class p accepted for human q on level l.
         part_scores: ``(L, C_P, S, S)`` part probabilities on the center grid.
         cate_score_thr: candidate threshold.
-        nms_pre: max candidates.
         min_radius: lower bound of r.
 
     Returns:
@@ -521,10 +551,10 @@ def select_parts(
     spread = (((safe_pointed - mean) ** 2).sum(2) * any_level).sum(1) / count[:, 0]
     radius = spread.sqrt().clamp(min=min_radius)  # (Q,) guarded: never 0
 
-    # Part candidate cells: score > threshold on any level, the nms_pre best.
+    # Part candidate cells: score > threshold on any level (no per-image cap: the decode
+    # caps the chosen parts per human).
     flat_scores = part_scores.flatten()
     cand = (flat_scores > cate_score_thr).nonzero(as_tuple=True)[0]
-    cand = cand[torch.argsort(flat_scores[cand], descending=True, stable=True)[:nms_pre]]
     cand_score = flat_scores[cand]
     cand_level = cand // (num_part_classes * grid * grid)
     cand_cls = cand // (grid * grid) % num_part_classes
@@ -563,6 +593,111 @@ def select_parts(
     part_cls = cand_cls[chosen]
     part_score = best[chosen_group]
     return part_human, part_level, part_cls, cand_y[chosen], cand_x[chosen], part_score
+
+
+def group_parts_release(
+    pointed: Tensor,
+    finite: Tensor,
+    part_scores: Tensor,
+    *,
+    cand_score_thr: float,
+    cate_score_thr: float,
+    min_radius: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The release's part grouping (spec Inference step 3): one part per (human, class).
+
+    Candidates are the cells (level l, class p, y, x) with a score above
+    ``cand_score_thr``. For human q, r_q is half the geometric mean of the width and
+    height of the box around its finite pointed centres (at least ``min_radius``: the
+    release divides by r = 0 when the centres line up). Each candidate of class p gets
+    ``score * exp(-d^2 / r_q^2)``, d the Manhattan distance in cells from the candidate
+    to q's pointed centre of class p clamped into the grid and rounded to a cell; the
+    best candidate of (q, p) is the part when that weighted score exceeds
+    ``cate_score_thr`` (ties: the first in (level, class, y, x) order). A class whose
+    pointed centre is not finite, or that has no candidate, gets no part (the release's
+    argmax would duplicate candidate 0 there).
+
+    Args:
+        pointed: ``(Q, C_P, 2)`` pointed part centres ``(x, y)`` in grid cells.
+        finite: ``(Q, C_P)`` bool, the pointed centre is finite.
+        part_scores: ``(L, C_P, S, S)`` part probabilities on the center grid.
+        cand_score_thr: candidate threshold (0.1).
+        cate_score_thr: acceptance threshold of the weighted score (theta_p, 0.3).
+        min_radius: lower bound of r, in cells (1).
+
+    Returns:
+        ``human``, ``level``, ``cls`` (0-based), ``cell_y``, ``cell_x`` of the R chosen
+        parts (long ``(R,)``) and their weighted ``score`` ``(R,)``, ordered by
+        (human, class).
+    """
+    device = part_scores.device
+    _, num_part_classes, grid, _ = part_scores.shape
+    num_humans = pointed.shape[0]
+    # Radius: extent of the box of the human's (finite) pointed centres; none -> 0 -> guard.
+    inf = torch.tensor(float("inf"), device=device)
+    lo = torch.where(finite[..., None], pointed, inf).amin(1)  # (Q, 2)
+    hi = torch.where(finite[..., None], pointed, -inf).amax(1)
+    extent = (hi - lo).clamp(min=0)  # -inf (no finite centre) -> 0
+    radius = (0.5 * (extent[:, 0] * extent[:, 1]).sqrt()).clamp(min=min_radius)  # (Q,)
+    target = torch.nan_to_num(pointed).clamp(0, grid - 1).round()  # (Q, C_P, 2) cells
+
+    flat_scores = part_scores.flatten()
+    cand = (flat_scores > cand_score_thr).nonzero(as_tuple=True)[0]
+    cand_score = flat_scores[cand]
+    cand_level = cand // (num_part_classes * grid * grid)
+    cand_cls = cand // (grid * grid) % num_part_classes
+    cand_y = cand // grid % grid
+    cand_x = cand % grid
+    num_cand = cand.numel()
+
+    # Every (human, candidate) pair: distance to the human's pointed centre of the
+    # candidate's class, weighted score; -1 where that centre is not finite.
+    target_xy = target[:, cand_cls]  # (Q, K, 2)
+    dist = (cand_x - target_xy[..., 0]).abs() + (cand_y - target_xy[..., 1]).abs()
+    weighted = cand_score * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
+    weighted = torch.where(finite[:, cand_cls], weighted, -1.0)
+
+    # Best candidate of each (human, class): max by scatter, then the first reaching it.
+    num_groups = num_humans * num_part_classes
+    group = torch.arange(num_humans, device=device)[:, None] * num_part_classes + cand_cls
+    best = torch.full((num_groups,), -1.0, device=device)
+    best.scatter_reduce_(0, group.flatten(), weighted.flatten(), "amax")
+    is_best = (weighted >= 0) & (weighted == best[group])
+    cand_idx = torch.arange(num_cand, device=device).expand_as(group)
+    first = torch.full((num_groups,), num_cand, dtype=torch.long, device=device)
+    first.scatter_reduce_(
+        0, group.flatten(), torch.where(is_best, cand_idx, num_cand).flatten(), "amin"
+    )
+    chosen_group = ((first < num_cand) & (best > cate_score_thr)).nonzero(as_tuple=True)[0]
+    chosen = first[chosen_group]  # (R,) candidate index
+    return (
+        chosen_group // num_part_classes,
+        cand_level[chosen],
+        cand_cls[chosen],
+        cand_y[chosen],
+        cand_x[chosen],
+        best[chosen_group],
+    )
+
+
+def rank_in_group(score: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """Rank of every entry inside its group by descending score (0 = best; ties: first).
+
+    Args:
+        score: ``(R,)`` scores.
+        group: ``(R,)`` long group ids in ``0..num_groups-1``.
+        num_groups: G.
+
+    Returns:
+        ``(R,)`` long rank.
+    """
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    counts = torch.bincount(group, minlength=num_groups)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - first[group[order]]
+    return rank
 
 
 def _to_original(
