@@ -46,13 +46,25 @@ DENSEPOSE_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13),
 )  # fmt: skip
 
+# CIHP (Crowd Instance-level Human Parsing; the LIP label space): the ids of its Category_ids PNGs.
+# Left/right are the person's own sides, as in MHP v2.
+CIHP_CLASSES: tuple[str, ...] = (
+    "Background",
+    "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes",
+    "Dress", "Coat", "Socks", "Pants", "Torso-skin",
+    "Scarf", "Skirt", "Face", "Left-arm", "Right-arm",
+    "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
+)  # fmt: skip
+
+CIHP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
+
 
 @dataclass(frozen=True)
 class DatasetMeta:
     """Label space of one data set.
 
     Attributes:
-        name: Short name used in configs (``mhp``, ``densepose``).
+        name: Short name used in configs (``mhp``, ``densepose``, ``cihp``).
         classes: Class names, index = class id, 0 = background.
         flip_pairs: Pairs of class ids swapped by a horizontal flip.
     """
@@ -63,7 +75,7 @@ class DatasetMeta:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes including background (59 for MHP v2, 15 for DensePose)."""
+        """Number of classes including background (59 MHP v2, 15 DensePose, 20 CIHP)."""
         return len(self.classes)
 
     @property
@@ -81,8 +93,14 @@ class DatasetMeta:
 
 MHP_V2 = DatasetMeta("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)
 DENSEPOSE = DatasetMeta("densepose", DENSEPOSE_CLASSES, DENSEPOSE_FLIP_PAIRS)
+CIHP = DatasetMeta("cihp", CIHP_CLASSES, CIHP_FLIP_PAIRS)
 
-DATASETS: dict[str, DatasetMeta] = {"mhp": MHP_V2, "synthetic": MHP_V2, "densepose": DENSEPOSE}
+DATASETS: dict[str, DatasetMeta] = {
+    "mhp": MHP_V2,
+    "synthetic": MHP_V2,
+    "densepose": DENSEPOSE,
+    "cihp": CIHP,
+}
 
 
 def get_dataset_meta(name: str) -> DatasetMeta:

@@ -1,6 +1,7 @@
 """Builders of tiny on-disk data sets in the exact real layouts, for tests of any part.
 
 Import from tests: ``from tests.data.builders import write_mhp_tree, write_densepose_json``
+(CIHP: ``write_cihp_official``, ``write_cihp_coco``)
 (or ``from data.builders import ...`` when ``tests/`` is on ``sys.path``).
 """
 
@@ -133,3 +134,131 @@ def write_densepose_json(
     Path(ann_file).parent.mkdir(parents=True, exist_ok=True)
     Path(ann_file).write_text(json.dumps(content))
     return Path(ann_file)
+
+
+def save_label_png(path: Path, label: np.ndarray, mode: str = "L") -> None:
+    """Write a one-channel label map as a CIHP-style index PNG.
+
+    Args:
+        path: PNG path (its folder is created).
+        label: ``H x W`` ids.
+        mode: ``"L"`` 8-bit grey; ``"P"`` palette whose colours differ from the indices (index i
+            shows as ``(255 - i, 37 i mod 256, 91 i mod 256)``, so reading colours, or converting
+            to grey, gives wrong ids); ``"RGB"`` the ids in all three channels (a bad label file).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = np.asarray(label, np.uint8)
+    if mode == "P":
+        image = Image.frombytes("P", label.shape[::-1], label.tobytes())  # bytes = indices
+        image.putpalette([v for i in range(256) for v in (255 - i, 37 * i % 256, 91 * i % 256)])
+    elif mode == "RGB":
+        image = Image.fromarray(np.repeat(label[..., None], 3, axis=2))
+    else:
+        image = Image.fromarray(label)
+    image.save(path)
+
+
+def write_cihp_official(
+    root: str | Path, samples: list[dict[str, Any]], split: str = "train", label_mode: str = "L"
+) -> Path:
+    """Write a split of the official CIHP layout (``Training/`` or ``Validation/``).
+
+    Args:
+        root: The ``instance-level_human_parsing`` folder (created).
+        samples: Dicts with ``image_id``, ``image`` (``H x W x 3`` uint8), ``category`` (``H x W``
+            part classes) and ``human`` (``H x W`` person ids, 0 = none); optional ``label_mode``
+            overriding ``label_mode`` for this sample; ``image_format`` (``"jpg"`` / ``"png"``).
+        split: ``train`` or ``val``.
+        label_mode: How ``Category_ids`` / ``Human_ids`` are stored (see :func:`save_label_png`).
+
+    The colour renderings ``Categories/`` and ``Humans/`` are written too, with colours that are
+    not the ids, so that a reader which used them would fail.
+
+    Returns:
+        The root path.
+    """
+    root = Path(root)
+    folder = root / {"train": "Training", "val": "Validation"}[split]
+    (folder / "Images").mkdir(parents=True, exist_ok=True)
+    for sample in samples:
+        image_id = sample["image_id"]
+        suffix = sample.get("image_format", "jpg")
+        Image.fromarray(sample["image"]).save(
+            folder / "Images" / f"{image_id}.{suffix}", quality=95
+        )
+        mode = sample.get("label_mode", label_mode)
+        save_label_png(folder / "Category_ids" / f"{image_id}.png", sample["category"], mode)
+        save_label_png(folder / "Human_ids" / f"{image_id}.png", sample["human"], mode)
+        for sub, ids in (("Categories", sample["category"]), ("Humans", sample["human"])):
+            colours = (np.asarray(ids, np.int32)[..., None] * [13, 101, 29] + 50) % 256
+            (folder / sub).mkdir(exist_ok=True)
+            Image.fromarray(colours.astype(np.uint8)).save(folder / sub / f"{image_id}.png")
+    (folder / f"{split}_id.txt").write_text("".join(f"{s['image_id']}\n" for s in samples))
+    return root
+
+
+def write_cihp_coco(root: str | Path, samples: list[dict[str, Any]], split: str = "train") -> Path:
+    """Write a split of the per-person CIHP layout with its COCO-style json.
+
+    Args:
+        root: Data root (``annotations/``, ``<split>_img/``, ``<split>_parsing/`` are created).
+        samples: Dicts with ``id`` (int), ``file_name``, ``image`` (``H x W x 3`` uint8) and
+            ``persons``: dicts with ``parsing`` (``H x W`` part classes), optional ``id`` (the
+            annotation id; default: running count), ``iscrowd``, ``name`` (the PNG name; default
+            ``<stem>_<kk>.png``), ``label_mode`` (see :func:`save_label_png`) and ``write``
+            (``False`` leaves the PNG out). Annotations go into the json in the given order.
+
+    Returns:
+        The json path.
+    """
+    root = Path(root)
+    (root / f"{split}_img").mkdir(parents=True, exist_ok=True)
+    (root / f"{split}_parsing").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for sample in samples:
+        height, width = sample["image"].shape[:2]
+        Image.fromarray(sample["image"]).save(
+            root / f"{split}_img" / sample["file_name"], quality=95
+        )
+        images.append(
+            {"id": sample["id"], "file_name": sample["file_name"], "height": height, "width": width}
+        )
+        stem = Path(sample["file_name"]).stem
+        for k, person in enumerate(sample["persons"], start=1):
+            label = np.asarray(person["parsing"], np.uint8)
+            name = person.get("name", f"{stem}_{k:02d}.png")
+            if person.get("write", True):
+                save_label_png(
+                    root / f"{split}_parsing" / name, label, person.get("label_mode", "L")
+                )
+            ys, xs = np.nonzero(label)
+            bbox = (
+                [
+                    int(xs.min()),
+                    int(ys.min()),
+                    int(xs.max() - xs.min() + 1),
+                    int(ys.max() - ys.min() + 1),
+                ]
+                if len(xs)
+                else [0, 0, 0, 0]
+            )
+            annotations.append(
+                {
+                    "id": person.get("id", len(annotations) + 1),
+                    "image_id": sample["id"],
+                    "category_id": 1,
+                    "parsing": name,
+                    "bbox": bbox,
+                    "area": int(len(xs)),
+                    "iscrowd": person.get("iscrowd", 0),
+                }
+            )
+    content = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
+    }
+    ann_file = root / "annotations" / f"CIHP_{split}.json"
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(content))
+    return ann_file

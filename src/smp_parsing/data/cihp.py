@@ -1,0 +1,377 @@
+"""Reader for CIHP (Crowd Instance-level Human Parsing), in its two on-disk layouts.
+
+1. The official release (``instance-level_human_parsing/``)::
+
+       <root>/Training/train_id.txt                 one image id per line (Validation/val_id.txt)
+       <root>/Training/Images/<id>.jpg
+       <root>/Training/Category_ids/<id>.png        one channel: part class 0..19 of every pixel
+       <root>/Training/Human_ids/<id>.png           one channel: 0 background, 1..K the person
+       <root>/Training/{Categories,Humans,Instances}/<id>.png   colour renderings, never read
+
+   A person's map is ``Category_ids`` where ``Human_ids == k``, else 0, persons in ascending id
+   order; ids absent from the image (gaps) are skipped.
+
+2. The per-person layout with a COCO-style json (what Parsing R-CNN's tools convert CIHP to, and
+   what the SMP release reads)::
+
+       <root>/annotations/CIHP_train.json           images (file_name, id, width, height) and
+                                                    annotations (image_id, parsing, bbox, area,
+                                                    iscrowd); ``parsing`` = a person PNG's name
+       <root>/train_img/<file_name>
+       <root>/train_parsing/<parsing>               one channel: that person's part classes
+
+   Crowd annotations are left out; an image's persons come in annotation-id order; an image
+   without annotations has no person.
+
+Label PNGs are index images: stored as 8-bit grey (``L``) or as palette (``P``) PNGs, the label is
+the stored index, never the palette colour. An RGB(A) label file is an error naming the file (its
+colours are not class ids: those are the ``Categories/`` renderings). A labelled pixel whose human
+id is 0 belongs to no person and is dropped; a person whose pixels are all class 0 is not ground
+truth and is dropped (debug log), as the MHP reader does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from smp_parsing.data.base import ParsingDataset
+from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.data.mhp import IMAGE_SUFFIXES, read_image
+from smp_parsing.metadata import CIHP
+
+log = logging.getLogger(__name__)
+
+CIHPLayout = Literal["official", "coco"]
+LAYOUTS: tuple[str, ...] = ("official", "coco")
+OFFICIAL_SPLIT_DIRS: dict[str, str] = {"train": "Training", "val": "Validation"}
+
+CIHP_LAYOUT_HELP = """expected CIHP in one of two layouts (data.train_dataset.layout=official|coco):
+  official (the folder instance-level_human_parsing/ of the release):
+    <root>/Training/train_id.txt, <root>/Validation/val_id.txt   (one image id per line)
+    <root>/Training/Images/<id>.jpg
+    <root>/Training/Category_ids/<id>.png    (one-channel part class 0..19, grey or palette PNG)
+    <root>/Training/Human_ids/<id>.png       (one-channel person id, 0 = background)
+  coco (Parsing R-CNN / SMP release):
+    <root>/annotations/CIHP_train.json, CIHP_val.json
+    <root>/train_img/, val_img/              (images named by the json's file_name)
+    <root>/train_parsing/, val_parsing/      (one-channel person PNGs named by `parsing`)
+Without the real data set: `python -m smp_parsing.data.synthetic_cihp --root DIR --layout coco`."""
+
+
+def read_index_png(path: Path) -> np.ndarray:
+    """Read a one-channel label PNG and return its stored indices.
+
+    Returns:
+        ``H x W`` uint8: the values of an ``L`` PNG, the palette **indices** of a ``P`` PNG.
+
+    Raises:
+        BadSampleError: missing or undecodable file, an RGB(A) file (colours are not labels), or
+            another mode (16-bit, grey + alpha ...).
+    """
+    try:
+        with Image.open(path) as label:
+            mode = label.mode
+            # PIL keeps a P image as its indices: np.asarray never applies the palette.
+            values = np.asarray(label) if mode in ("L", "P") else None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadSampleError(path, f"cannot read label file ({exc})") from exc
+    if values is None:
+        if mode in ("RGB", "RGBA"):
+            raise BadSampleError(
+                path,
+                f"label file is {mode}; CIHP labels are one-channel index PNGs (8-bit grey or "
+                "palette), colour renderings are not labels",
+            )
+        raise BadSampleError(path, f"label file has unsupported PNG mode {mode!r}")
+    return values
+
+
+def person_maps(category: np.ndarray, human: np.ndarray) -> np.ndarray:
+    """Split an image-level class map into one map per person.
+
+    Args:
+        category: ``H x W`` uint8 part classes.
+        human: ``H x W`` uint8 person ids, 0 = no person.
+
+    Returns:
+        ``N x H x W`` uint8, one map per person id present in ``human`` (ascending, gaps skipped):
+        ``category`` where ``human == k``, else 0. Labelled pixels of human id 0 are in no map.
+    """
+    ids = np.unique(human)
+    ids = ids[ids > 0]
+    return np.where(human[None] == ids[:, None, None], category[None], 0).astype(np.uint8)
+
+
+class CIHPDataset(ParsingDataset):
+    """CIHP multi-human parsing, one item per image, from the official or the COCO-style layout.
+
+    Args:
+        root: The folder holding ``Training/`` + ``Validation/`` (official) or ``annotations/``
+            (coco).
+        split: ``train`` or ``val``.
+        layout: ``official`` or ``coco`` (see the module docstring).
+        transforms: Callable applied to the raw item (see :mod:`smp_parsing.data.transforms`).
+        on_bad_sample: ``"error"`` raises :class:`BadSampleError` naming the file; ``"skip"`` logs a
+            warning, counts the sample and returns ``None`` for it (the collate drops it).
+        limit: Use only the first ``limit`` images; ``None`` for all.
+        num_classes: Number of classes including background; larger ids are bad input.
+        ann_file: coco only: the json (default ``<root>/annotations/CIHP_<split>.json``).
+        image_dir: coco only: the image folder (default ``<root>/<split>_img``).
+        parsing_dir: coco only: the person PNG folder (default ``<root>/<split>_parsing``).
+
+    Raises:
+        DataRootError: when the root, the id list / json or the image folder is missing.
+        BadSampleError: an unreadable json; (``on_bad_sample="error"``) a listed id without image
+            or label files, a malformed json entry.
+
+    Items (without transforms) are dicts: ``image`` ``H x W x 3`` uint8 RGB, ``parsing``
+    ``N x H x W`` uint8 (one map per person, all-zero persons removed) and ``image_id`` str (the
+    listed id, or the image file's stem in the coco layout).
+    """
+
+    dataset_name = "cihp"
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        layout: str = "official",
+        transforms: Any = None,
+        on_bad_sample: str = "error",
+        limit: int | None = None,
+        num_classes: int = CIHP.num_classes,
+        ann_file: str | Path | None = None,
+        image_dir: str | Path | None = None,
+        parsing_dir: str | Path | None = None,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"CIHP layout must be one of {LAYOUTS}, got {layout!r}")
+        self.root = Path(root)
+        self.split = split
+        self.layout = layout
+        self.transforms = transforms
+        self.num_classes = num_classes
+        self.tracker = BadSampleTracker(on_bad_sample, log)
+        if not self.root.is_dir():
+            raise DataRootError(f"CIHP root {self.root} does not exist.\n{CIHP_LAYOUT_HELP}")
+        # Each sample: (image_id, image path, [label paths], json size (H, W) or None). Official:
+        # labels = [Category_ids, Human_ids]; coco: one PNG per person, annotation-id order.
+        self.samples: list[tuple[str, Path, list[Path], tuple[int, int] | None]] = []
+        if layout == "official":
+            self._index_official(limit)
+        else:
+            self._index_coco(limit, ann_file, image_dir, parsing_dir)
+
+    # ------------------------------------------------------------------ official layout
+    @staticmethod
+    def official_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+        """``(id list, images folder)`` of a split of the official layout."""
+        if split not in OFFICIAL_SPLIT_DIRS:
+            raise ValueError(
+                f"CIHP split must be one of {tuple(OFFICIAL_SPLIT_DIRS)}, got {split!r}"
+            )
+        split_dir = Path(root) / OFFICIAL_SPLIT_DIRS[split]
+        return split_dir / f"{split}_id.txt", split_dir / "Images"
+
+    def _index_official(self, limit: int | None) -> None:
+        list_file, image_dir = self.official_paths(self.root, self.split)
+        for needed, what in ((list_file, "id list"), (image_dir, "image folder")):
+            if not needed.exists():
+                raise DataRootError(f"CIHP {what} {needed} is missing.\n{CIHP_LAYOUT_HELP}")
+        category_dir, human_dir = image_dir.parent / "Category_ids", image_dir.parent / "Human_ids"
+        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+        if limit is not None:
+            ids = ids[:limit]
+        # One listing per folder (not one stat per id: CIHP train lists 28k ids).
+        images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        labels = {
+            folder: {p.stem for p in folder.iterdir() if p.suffix.lower() == ".png"}
+            if folder.is_dir()
+            else set()
+            for folder in (category_dir, human_dir)
+        }
+        for image_id in ids:
+            if image_id not in images:
+                self.tracker.report(
+                    BadSampleError(
+                        list_file, f"lists id {image_id!r} but {image_dir} has no image for it"
+                    )
+                )
+                continue
+            missing = [f / f"{image_id}.png" for f in labels if image_id not in labels[f]]
+            if missing:
+                self.tracker.report(
+                    BadSampleError(missing[0], f"label file of listed id {image_id!r} is missing")
+                )
+                continue
+            paths = [category_dir / f"{image_id}.png", human_dir / f"{image_id}.png"]
+            self.samples.append((image_id, images[image_id], paths, None))
+
+    # ------------------------------------------------------------------ coco layout
+    @staticmethod
+    def coco_paths(
+        root: str | Path,
+        split: str,
+        ann_file: str | Path | None = None,
+        image_dir: str | Path | None = None,
+        parsing_dir: str | Path | None = None,
+    ) -> tuple[Path, Path, Path]:
+        """``(json, images folder, person PNG folder)`` of a split of the coco layout."""
+        root = Path(root)
+        return (
+            Path(ann_file) if ann_file else root / "annotations" / f"CIHP_{split}.json",
+            Path(image_dir) if image_dir else root / f"{split}_img",
+            Path(parsing_dir) if parsing_dir else root / f"{split}_parsing",
+        )
+
+    def _index_coco(
+        self,
+        limit: int | None,
+        ann_file: str | Path | None,
+        image_dir: str | Path | None,
+        parsing_dir: str | Path | None,
+    ) -> None:
+        self.ann_file, self.image_dir, self.parsing_dir = self.coco_paths(
+            self.root, self.split, ann_file, image_dir, parsing_dir
+        )
+        for needed, what in ((self.ann_file, "annotation file"), (self.image_dir, "image folder")):
+            if not needed.exists():
+                raise DataRootError(f"CIHP {what} {needed} is missing.\n{CIHP_LAYOUT_HELP}")
+        try:
+            content = json.loads(self.ann_file.read_text())
+            images, annotations = content["images"], content.get("annotations", [])
+            if not isinstance(images, list) or not isinstance(annotations, list):
+                raise TypeError("'images' and 'annotations' must be lists")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BadSampleError(self.ann_file, f"cannot read the CIHP json ({exc})") from exc
+
+        entries: dict[Any, tuple[str, Path, tuple[int, int]]] = {}
+        order: list[Any] = []
+        for info in images:
+            try:
+                key, name = info["id"], str(info["file_name"])
+                size = (int(info["height"]), int(info["width"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.tracker.report(
+                    BadSampleError(self.ann_file, f"image entry {info!r} is malformed ({exc!r})")
+                )
+                continue
+            if key in entries:
+                self.tracker.report(BadSampleError(self.ann_file, f"image id {key!r} is repeated"))
+                continue
+            entries[key] = (Path(name).stem, self.image_dir / name, size)
+            order.append(key)
+
+        persons: dict[Any, list[tuple[Any, Path]]] = defaultdict(list)
+        for annotation in annotations:
+            try:
+                key, name = annotation["image_id"], annotation["parsing"]
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"parsing must be a PNG file name, got {name!r}")
+            except (KeyError, TypeError) as exc:
+                self.tracker.report(
+                    BadSampleError(
+                        self.ann_file,
+                        f"annotation {annotation.get('id')!r} is malformed ({exc!r})"
+                        if isinstance(annotation, dict)
+                        else f"annotation {annotation!r} is not an object",
+                    )
+                )
+                continue
+            if annotation.get("iscrowd", 0):
+                continue  # a crowd region is not a person of the parsing GT
+            if key not in entries:
+                self.tracker.report(
+                    BadSampleError(
+                        self.ann_file,
+                        f"annotation {annotation.get('id')!r} refers to image_id {key!r}, "
+                        "which is not in 'images'",
+                    )
+                )
+                continue
+            persons[key].append((annotation.get("id", 0), self.parsing_dir / name))
+
+        if limit is not None:
+            order = order[:limit]
+        for key in order:
+            image_id, image_path, size = entries[key]
+            ordered = sorted(persons.get(key, []), key=lambda item: item[0])
+            self.samples.append((image_id, image_path, [path for _, path in ordered], size))
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in item order."""
+        return [s[0] for s in self.samples]
+
+    def _read_label(self, path: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """One label PNG, checked against the image size."""
+        if not path.is_file():
+            raise BadSampleError(path, f"label file of image {image_path.name} is missing")
+        label = read_index_png(path)
+        if label.shape != shape:
+            raise BadSampleError(
+                path,
+                f"label size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
+                f"{image_path.name} size {shape[1]}x{shape[0]}",
+            )
+        return label
+
+    def _check_classes(self, label: np.ndarray, path: Path) -> None:
+        top = int(label.max(initial=0))
+        if top >= self.num_classes:
+            raise BadSampleError(path, f"class id {top} out of range 0..{self.num_classes - 1}")
+
+    def load_sample(self, index: int) -> dict[str, Any]:
+        """Read and validate one raw sample (no transforms).
+
+        Raises:
+            BadSampleError: corrupt or missing image or label file, RGB label file, label size
+                different from the image (or the image from the json), class id above
+                ``num_classes - 1``.
+        """
+        image_id, image_path, label_paths, json_size = self.samples[index]
+        if not image_path.is_file():
+            raise BadSampleError(image_path, f"image of {image_id!r} is missing")
+        image = read_image(image_path)
+        shape = image.shape[:2]
+        if json_size is not None and json_size != shape:
+            raise BadSampleError(
+                image_path,
+                f"image size {shape[1]}x{shape[0]} (WxH) differs from "
+                f"{json_size[1]}x{json_size[0]} in {self.ann_file.name}",
+            )
+        if self.layout == "official":
+            category_path, human_path = label_paths
+            category = self._read_label(category_path, image_path, shape)
+            self._check_classes(category, category_path)
+            human = self._read_label(human_path, image_path, shape)
+            parsing = person_maps(category, human)
+            names = [f"human id {k}" for k in np.unique(human) if k > 0]
+        else:
+            maps = []
+            for path in label_paths:
+                label = self._read_label(path, image_path, shape)
+                self._check_classes(label, path)
+                maps.append(label)
+            parsing = np.stack(maps) if maps else np.zeros((0, *shape), np.uint8)
+            names = [p.name for p in label_paths]
+        # A person without any part pixel is not ground truth (nothing to parse): drop it.
+        keep = parsing.any(axis=(1, 2))
+        if not keep.all():
+            log.debug(
+                "%s: dropping persons without part pixels: %s",
+                image_id,
+                [names[i] for i in np.flatnonzero(~keep)],
+            )
+        return {"image": image, "parsing": parsing[keep], "image_id": image_id}
