@@ -23,6 +23,7 @@ PAPER_ROWS = {
     "mhp_r101_dcn": ("mhp", 59, 101, True, 36, [27, 33], 1.0),
     "mhp_r101_dcn_1x": ("mhp", 59, 101, True, 12, [8, 11], 1.0),
     "densepose_r101_dcn": ("densepose", 15, 101, True, 36, [27, 33], 2.0),
+    "cihp_r101_dcn": ("cihp", 20, 101, True, 36, [27, 33], 1.0),  # the MHP recipe (issue 14)
 }
 
 

@@ -55,6 +55,11 @@ def experiment_overrides(name: str, synthetic_root: Path, tmp_path: Path) -> lis
     """Keep the experiment's data set, model structure and recipe; shrink sizes and steps."""
     if name == "synthetic":
         data = tiny_data_overrides(synthetic_root)
+    elif name.startswith("cihp"):  # the synthetic set written in the official CIHP layout
+        from data.builders import write_synthetic_cihp
+
+        data = [f"data.data_dir={write_synthetic_cihp(tmp_path / 'CIHP', 'official')}",
+                *TINY_DATA_COMMON]  # fmt: skip
     elif name.startswith("densepose"):
         (tmp_path / "annotations").mkdir()
         data = [f"data.data_dir={write_tiny_densepose(tmp_path)}", *TINY_DATA_COMMON]

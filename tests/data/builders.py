@@ -262,3 +262,15 @@ def write_cihp_coco(root: str | Path, samples: list[dict[str, Any]], split: str 
     ann_file.parent.mkdir(parents=True, exist_ok=True)
     ann_file.write_text(json.dumps(content))
     return ann_file
+
+
+def write_synthetic_cihp(
+    root: str | Path, layout: str, num_train: int = 4, num_val: int = 2
+) -> Path:
+    """A tiny synthetic CIHP set (~96 px images, 1-3 figures) in ``layout``, for training tests."""
+    from smp_parsing.data.synthetic_cihp import SyntheticCIHPGenerator
+
+    generator = SyntheticCIHPGenerator(
+        layout=layout, size=96, max_persons=3, scale_range=(0.5, 0.95), occlusion=0.1
+    )
+    return generator.generate(root, num_train, num_val, seed=0)

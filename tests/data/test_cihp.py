@@ -274,3 +274,47 @@ def test_coco_bad_inputs(coco, caplog):
     ann_file.write_text("{not json")
     with pytest.raises(BadSampleError, match="cannot read the CIHP json"):
         CIHPDataset(root, layout="coco")
+
+
+@pytest.mark.parametrize("layout", ["official", "coco"])
+def test_synthetic_generator_writes_both_layouts_the_reader_reads(layout, tmp_path):
+    from smp_parsing.data.synthetic_cihp import MHP_TO_CIHP, SyntheticCIHPGenerator
+    from smp_parsing.metadata import MHP_V2_CLASSES
+
+    generator = SyntheticCIHPGenerator(layout=layout, size=64, max_persons=3)
+    generator.generate(tmp_path, num_train=2, num_val=1, seed=3)
+    for split, count in (("train", 2), ("val", 1)):
+        dataset = CIHPDataset(tmp_path, split=split, layout=layout)
+        assert len(dataset) == count
+        for index in range(count):
+            item, drawn = dataset[index], generator.render(3, split, index)
+            mapped = MHP_TO_CIHP[drawn["parsing"]]
+            np.testing.assert_array_equal(item["parsing"], mapped[mapped.any(axis=(1, 2))])
+            assert item["parsing"].max() < 20 and len(item["parsing"])
+    # hands belong to the arm of their side, as in CIHP
+    assert MHP_TO_CIHP[MHP_V2_CLASSES.index("left-hand")] == CIHP.classes.index("Left-arm")
+    assert MHP_TO_CIHP[MHP_V2_CLASSES.index("right-shoe")] == CIHP.classes.index("Right-shoe")
+
+
+def test_cihp_experiment_trains_two_steps_on_synthetic_cihp(tmp_path):
+    from conftest import (
+        TINY_DATA_COMMON,
+        TINY_NET_OVERRIDES,
+        TINY_TRAINER_OVERRIDES,
+        compose_config,
+    )
+    from smp_parsing.train import train
+
+    from .builders import write_synthetic_cihp
+
+    root = write_synthetic_cihp(tmp_path / "CIHP", "coco")
+    overrides = ["experiment=cihp_r101_dcn", *TINY_NET_OVERRIDES, f"data.data_dir={root}",
+                 "data.train_dataset.layout=coco", *TINY_DATA_COMMON, *TINY_TRAINER_OVERRIDES]  # fmt: skip
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    assert cfg.data.val_dataset.layout == "coco" and cfg.model.net.num_classes == 20
+    assert list(cfg.model.net.backbone.dcn_stages) == [False, True, True, True]
+    metric_dict, objects = train(cfg)
+    assert objects["trainer"].global_step == 2
+    assert objects["model"].net.num_classes == 20
+    assert torch.isfinite(torch.as_tensor(metric_dict["train/loss"]))
+    assert "val/APp50" in metric_dict and "val/mIoU" in metric_dict

@@ -169,6 +169,25 @@ class CIHPDataset(ParsingDataset):
         else:
             self._index_coco(limit, ann_file, image_dir, parsing_dir)
 
+    @classmethod
+    def required_paths(
+        cls,
+        root: str | Path,
+        split: str = "train",
+        layout: str = "official",
+        ann_file: str | Path | None = None,
+        image_dir: str | Path | None = None,
+        parsing_dir: str | Path | None = None,
+        **_: Any,
+    ) -> list[Path]:
+        """What a split needs on disk before any file is read (the data module checks them).
+
+        Official: the id list and the images folder; coco: the json and the images folder.
+        """
+        if layout == "official":
+            return list(cls.official_paths(root, split))
+        return list(cls.coco_paths(root, split, ann_file, image_dir, parsing_dir)[:2])
+
     # ------------------------------------------------------------------ official layout
     @staticmethod
     def official_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -313,6 +332,23 @@ class CIHPDataset(ParsingDataset):
     def image_ids(self) -> list[str]:
         """Image ids in item order."""
         return [s[0] for s in self.samples]
+
+    def read_image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` ``(height, width)`` without decoding: the json (coco) or the image headers.
+
+        ``(0, 0)`` for an unreadable image header; reading the sample reports the file.
+        """
+        sizes = np.zeros((len(self.samples), 2), np.int64)
+        for index, (_, image_path, _, json_size) in enumerate(self.samples):
+            if json_size is not None:
+                sizes[index] = json_size
+                continue
+            try:
+                with Image.open(image_path) as image:  # PIL reads the header only
+                    sizes[index] = image.height, image.width
+            except (OSError, SyntaxError, ValueError):
+                pass
+        return sizes
 
     def _read_label(self, path: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarray:
         """One label PNG, checked against the image size."""

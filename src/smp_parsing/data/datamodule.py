@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from smp_parsing.data.cihp import CIHP_LAYOUT_HELP, CIHPDataset
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.data.densepose import DENSEPOSE_LAYOUT_HELP
 from smp_parsing.data.errors import DataRootError
@@ -172,7 +173,10 @@ class ParsingDataModule(pl.LightningDataModule):
     def _check_files(self, split: str, factory: Callable[..., Dataset]) -> None:
         """Cheap existence checks of what a data set partial points to (no data loaded)."""
         kwargs = self._keywords(factory)
-        if "root" in kwargs:
+        if "layout" in kwargs:  # CIHP, official or coco layout
+            needed = CIHPDataset.required_paths(**{"split": split, **kwargs})
+            help_text = CIHP_LAYOUT_HELP
+        elif "root" in kwargs:
             root, list_name = Path(kwargs["root"]), kwargs.get("split", split)
             needed = [
                 root / "list" / f"{list_name}.txt",
