@@ -84,3 +84,21 @@ def test_pack_by_group_keeps_order():
     assert packed[2, :, 0].tolist() == [0.0, 2.0, 3.0]
     assert packed[0, :2, 0].tolist() == [1.0, 4.0] and packed[1].abs().sum() == 0
     assert torch.equal(packed[slot[:, 0], slot[:, 1]], values)
+
+
+def test_matrix_nms_is_fp32_under_autocast():
+    # Overlaps of ~1000 pixels: not representable in bf16 (spacing 4-8 there), so an IoU
+    # product re-cast by autocast would move the decayed scores.
+    generator = torch.Generator().manual_seed(5)
+    n = 10
+    masks = torch.zeros(n, 64, 64, dtype=torch.bool)
+    for i in range(n):
+        y, x = (int(v) for v in torch.randint(0, 20, (2,), generator=generator))
+        masks[i, y : y + 37, x : x + 29] = True
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    scores = torch.rand(n, generator=generator)
+    want = matrix_nms(masks, labels, scores)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = matrix_nms(masks, labels, scores)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from smp_parsing.models import SMP
 from smp_parsing.models.outputs import SMPOutputs
@@ -375,3 +376,51 @@ def test_paper_width_forward_shapes():
     assert out.center.shape == (1, 1, 40, 40) and out.offsets.shape == (1, 58, 2, 40, 40)
     assert [c.shape[1] for c in out.cate] == [58] * 5
     assert out.mask_feat.shape == (1, 256, 32, 40)
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Records the output dtype of every matrix product the dispatcher runs (after autocast
+    has cast its inputs)."""
+
+    PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "matmul")
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: list[tuple[str, torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if name in self.PRODUCTS:
+            self.dtypes.append((name, out.dtype))
+        return out
+
+
+def test_losses_targets_and_decode_run_in_fp32_under_autocast():
+    """bf16 autocast around net.loss / net.predict changes nothing: every loss term equals
+    its fp32 value on the same outputs and every matrix product inside is float32."""
+    low = [f"model.net.test_cfg.{k}=0.0" for k in ("ctr_score_thr", "cate_score_thr",
+                                                  "cand_score_thr", "update_thr")]  # fmt: skip
+    net = build(*low).train()
+    parsing = [person_maps(64, 64, TWO_PERSONS), torch.zeros(0, 64, 64, dtype=torch.uint8)]
+    out = net(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    want = net.loss(out, parsing)
+    with torch.autocast("cpu", dtype=torch.bfloat16), MatmulDtypes() as record:
+        got = net.loss(out, parsing)
+    assert {name for name, _ in record.dtypes} >= {"bmm"}  # the Dice term's mask logits
+    assert all(dtype == torch.float32 for _, dtype in record.dtypes), record.dtypes
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-6, atol=0, msg=key)
+    got["loss"].backward()  # the graph through the fp32 region is intact
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+    metas = [{"img_size": (64, 64), "ori_size": (64, 64)}] * 2
+    with torch.no_grad():
+        want_preds = net.eval().predict(out, metas)
+        with torch.autocast("cpu", dtype=torch.bfloat16), MatmulDtypes() as record:
+            got_preds = net.predict(out, metas)
+    assert record.dtypes and all(dtype == torch.float32 for _, dtype in record.dtypes)
+    assert sum(len(p["scores"]) for p in want_preds) > 0
+    for got_pred, want_pred in zip(got_preds, want_preds):
+        assert torch.equal(got_pred["parsing"], want_pred["parsing"])
+        torch.testing.assert_close(got_pred["scores"], want_pred["scores"], rtol=0, atol=0)

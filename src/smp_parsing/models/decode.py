@@ -16,10 +16,12 @@ from torch import Tensor
 
 from smp_parsing.models.matrix_nms import matrix_nms, pack_by_group
 from smp_parsing.models.outputs import SMPOutputs
+from smp_parsing.models.precision import full_precision
 
 GROUPINGS = ("release", "pointed_cell")
 
 
+@full_precision
 def decode_parsing(
     outputs: SMPOutputs,
     metas: list[dict],

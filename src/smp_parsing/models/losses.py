@@ -3,6 +3,7 @@ masks, scale-weighted Smooth L1 for offsets.
 
 Shapes convention: B batch size, C_P part classes, S_c center grid, S_l part grid of level
 l, C_K kernel length, P positive part cells (all levels), h x w = H/4 x W/4 mask size.
+Every function runs in fp32 under autocast (:mod:`smp_parsing.models.precision`).
 Every term stays finite and connected to the graph when there is no positive
 (``x.sum() * 0``), so every parameter gets a (zero) gradient.
 """
@@ -16,9 +17,11 @@ from torchvision.ops import sigmoid_focal_loss
 
 from smp_parsing.models.matrix_nms import pack_by_group
 from smp_parsing.models.outputs import SMPOutputs
+from smp_parsing.models.precision import full_precision
 from smp_parsing.models.targets import SMPTargets
 
 
+@full_precision
 def focal_loss(
     logits: Tensor, targets: Tensor, num_pos: Tensor, *, alpha: float = 0.25, gamma: float = 2.0
 ) -> Tensor:
@@ -40,6 +43,7 @@ def focal_loss(
     return loss / (num_pos + 1)
 
 
+@full_precision
 def center_loss(
     center_logits: Tensor, heatmap: Tensor, num_pos: Tensor, *, alpha: float, gamma: float
 ) -> Tensor:
@@ -58,6 +62,7 @@ def center_loss(
     return focal_loss(center_logits[:, 0], heatmap, num_pos, alpha=alpha, gamma=gamma)
 
 
+@full_precision
 def part_category_loss(
     cate_logits: list[Tensor], labels: list[Tensor], *, alpha: float, gamma: float
 ) -> Tensor:
@@ -84,6 +89,7 @@ def part_category_loss(
     return focal_loss(logits, targets, num_pos, alpha=alpha, gamma=gamma)
 
 
+@full_precision
 def positive_mask_logits(
     kernels: list[Tensor], mask_feat: Tensor, pos_batch: Tensor, pos_level: Tensor, pos_cell: Tensor
 ) -> Tensor:
@@ -105,18 +111,19 @@ def positive_mask_logits(
     batch, channels, height, width = mask_feat.shape
     # All levels' kernels side by side: (B, C_K, sum_l S_l^2); a positive's column is the
     # start of its level plus its cell.
-    flat = torch.cat([k.flatten(2) for k in kernels], 2)
+    flat = torch.cat([k.flatten(2).float() for k in kernels], 2)
     sizes = torch.tensor([k.shape[-1] * k.shape[-2] for k in kernels], device=pos_cell.device)
     starts = torch.cumsum(sizes, 0) - sizes
     pos_kernels = flat[pos_batch, :, starts[pos_level] + pos_cell]  # (P, C_K)
 
     # Pack the positives per image into (B, P_max, C_K): one bmm for the whole batch.
     packed, slot = pack_by_group(pos_kernels, pos_batch, num_groups=batch)
-    logits = torch.bmm(packed, mask_feat.flatten(2))  # (B, P_max, h * w)
+    logits = torch.bmm(packed, mask_feat.float().flatten(2))  # (B, P_max, h * w), fp32
     out = logits[slot[:, 0], slot[:, 1]]
     return out.view(-1, height, width)
 
 
+@full_precision
 def dice_loss(mask_logits: Tensor, mask_targets: Tensor, *, eps: float = 0.002) -> Tensor:
     """Dice loss ``1 - 2 sum(p t) / (sum p^2 + sum t^2 + eps)`` averaged over masks.
 
@@ -137,6 +144,7 @@ def dice_loss(mask_logits: Tensor, mask_targets: Tensor, *, eps: float = 0.002) 
     return (1 - 2 * inter / denom).mean()
 
 
+@full_precision
 def offset_loss(
     pred: Tensor, target: Tensor, weights: Tensor, *, beta: float = 1.0 / 9.0
 ) -> Tensor:
@@ -159,6 +167,7 @@ def offset_loss(
     return (per_entry * weights).sum() / num_entries.clamp(min=1)
 
 
+@full_precision
 def smp_losses(
     outputs: SMPOutputs,
     targets: SMPTargets,

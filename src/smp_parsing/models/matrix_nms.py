@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from smp_parsing.models.precision import full_precision
 
+
+@full_precision
 def matrix_nms(
     masks: Tensor,
     labels: Tensor,

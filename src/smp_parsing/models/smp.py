@@ -29,6 +29,7 @@ from smp_parsing.models.mir import MIRHead
 from smp_parsing.models.offset_head import OffsetHead
 from smp_parsing.models.outputs import SMPOutputs
 from smp_parsing.models.part_head import PartHead
+from smp_parsing.models.precision import autocast_off
 from smp_parsing.models.rfr import RefinedFeatureRetain
 from smp_parsing.models.targets import SMPTargets, build_smp_targets
 
@@ -309,17 +310,21 @@ class SMP(nn.Module):
                 parts.pos_level[idx],
                 parts.pos_cell[idx],
             ).sigmoid()
-        logits = self.mir_head.classify(outputs.mir_feat, masks, parts.pos_batch[idx]).float()
-        labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
-        onehot = F.one_hot(labels, self.num_parts).to(logits.dtype)
-        cls = sigmoid_focal_loss(
-            logits, onehot, alpha=cfg["focal_alpha"], gamma=cfg["focal_gamma"], reduction="sum"
-        ) / max(int(idx.numel()), 1)
-        # Every MIR parameter in the graph even with no RoI (DDP).
-        cls = cls + sum(p.sum() * 0 for p in self.mir_head.parameters())
-        semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
-        sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
-        return cfg["weight"] * cls + cfg["semantic_weight"] * sem
+        # The RoI head is part of the network: it runs in the ambient (autocast) precision.
+        logits = self.mir_head.classify(outputs.mir_feat, masks, parts.pos_batch[idx])
+        with autocast_off():  # the loss terms in fp32
+            logits = logits.float()
+            labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
+            onehot = F.one_hot(labels, self.num_parts).to(logits.dtype)
+            cls = sigmoid_focal_loss(
+                logits, onehot, alpha=cfg["focal_alpha"], gamma=cfg["focal_gamma"],
+                reduction="sum",
+            ) / max(int(idx.numel()), 1)  # fmt: skip
+            # Every MIR parameter in the graph even with no RoI (DDP).
+            cls = cls + sum(p.sum() * 0 for p in self.mir_head.parameters())
+            semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
+            sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
+            return cfg["weight"] * cls + cfg["semantic_weight"] * sem
 
     def freeze_for_mir(self) -> None:
         """Second training stage of the paper: train MIR only, everything else frozen.

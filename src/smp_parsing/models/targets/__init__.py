@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smp_parsing.models.precision import full_precision
 from smp_parsing.models.targets.center import CenterTargets, build_center_targets
 from smp_parsing.models.targets.instances import (
     BatchInstances,
@@ -54,6 +55,7 @@ class SMPTargets:
     offsets: OffsetTargets
 
 
+@full_precision
 @torch.no_grad()
 def build_smp_targets(
     parsing_list: list[Tensor],
