@@ -318,3 +318,22 @@ def test_cihp_experiment_trains_two_steps_on_synthetic_cihp(tmp_path):
     assert objects["model"].net.num_classes == 20
     assert torch.isfinite(torch.as_tensor(metric_dict["train/loss"]))
     assert "val/APp50" in metric_dict and "val/mIoU" in metric_dict
+
+
+def test_check_scans_both_layouts(official, coco, capsys):
+    from smp_parsing.data.check import main
+
+    root, _, _ = official
+    assert main(["--dataset", "cihp", "--root", str(root), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    # 3 images; persons 2 + 0 + 1
+    assert "CIHP (official layout)" in out and "Right-shoe" in out
+    assert "│ 3 " in out and "0 / 1.00 / 2" in out
+    coco_root, _, _ = coco
+    save_label_png(coco_root / "train_parsing" / "0000040_01.png", np.ones((H, W)), "RGB")
+    argv = ["--dataset", "cihp", "--root", str(coco_root), "--split", "train", "--layout", "coco"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "0000040_01.png: label file is RGB" in out and "1 problem(s)" in out
+    assert main(["--dataset", "cihp", "--root", str(coco_root), "--split", "test"]) == 1
+    assert "split must be one of" in capsys.readouterr().out

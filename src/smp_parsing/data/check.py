@@ -6,6 +6,7 @@
     python -m smp_parsing.data.check --dataset densepose \\
         --ann-file data/densepose_coco/annotations/densepose_coco_2014_minival.json \\
         --image-root data/densepose_coco/val2014
+    python -m smp_parsing.data.check --dataset cihp --root data/CIHP --split val [--layout coco]
 
 Every sample is read and validated exactly as training reads it (same readers, same checks). The
 summary gives images, persons, part instances per class and every problem with its file; the exit
@@ -23,6 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from smp_parsing.data.cihp import LAYOUTS, CIHPDataset
 from smp_parsing.data.densepose import DensePoseParsingDataset
 from smp_parsing.data.errors import BadSampleError, DataRootError
 from smp_parsing.data.mhp import MHPv2Dataset
@@ -50,7 +52,9 @@ class ScanSummary:
     problems: list[BadSampleError] = field(default_factory=list)
 
 
-def scan(dataset: MHPv2Dataset | DensePoseParsingDataset, num_classes: int) -> ScanSummary:
+def scan(
+    dataset: MHPv2Dataset | DensePoseParsingDataset | CIHPDataset, num_classes: int
+) -> ScanSummary:
     """Read every sample of ``dataset`` and collect statistics and problems.
 
     Args:
@@ -132,11 +136,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Scan a multi-human parsing data set for problems."
     )
-    parser.add_argument("--dataset", choices=("mhp", "synthetic", "densepose"), required=True)
-    parser.add_argument("--root", help="MHP v2 / synthetic root (the folder holding list/)")
-    parser.add_argument("--split", default="val", help="MHP list name: train, val, test_all ...")
-    parser.add_argument("--ann-file", help="DensePose-COCO json")
-    parser.add_argument("--image-root", help="DensePose-COCO image folder")
+    parser.add_argument(
+        "--dataset", choices=("mhp", "synthetic", "densepose", "cihp"), required=True
+    )
+    parser.add_argument(
+        "--root",
+        help="MHP v2 / synthetic root (the folder holding list/); CIHP root (the folder holding "
+        "Training/ + Validation/, or annotations/ with --layout coco)",
+    )
+    parser.add_argument(
+        "--split", default="val", help="MHP list name: train, val, test_all ...; CIHP: train, val"
+    )
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default="official", help="CIHP layout (default official)"
+    )
+    parser.add_argument("--ann-file", help="DensePose-COCO json; CIHP coco: overrides the json")
+    parser.add_argument(
+        "--image-root", help="DensePose-COCO image folder; CIHP coco: overrides <split>_img"
+    )
+    parser.add_argument("--parsing-dir", help="CIHP coco: overrides <split>_parsing")
     parser.add_argument("--limit", type=int, default=None, help="scan only the first K images")
     args = parser.parse_args(argv)
     console = Console()
@@ -149,6 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.ann_file, args.image_root, on_bad_sample="skip", limit=args.limit
             )
             title = f"DensePose-COCO {args.ann_file}"
+        elif args.dataset == "cihp":
+            if not args.root:
+                parser.error("--dataset cihp needs --root")
+            dataset = CIHPDataset(
+                args.root,
+                split=args.split,
+                layout=args.layout,
+                on_bad_sample="skip",
+                limit=args.limit,
+                num_classes=meta.num_classes,
+                ann_file=args.ann_file,
+                image_dir=args.image_root,
+                parsing_dir=args.parsing_dir,
+            )
+            title = f"CIHP ({args.layout} layout) {args.root} [{args.split}]"
         else:
             if not args.root:
                 parser.error(f"--dataset {args.dataset} needs --root")
@@ -160,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_classes=meta.num_classes,
             )
             title = f"{args.dataset} {args.root} [{args.split}]"
-    except (DataRootError, BadSampleError) as error:
+    except (DataRootError, BadSampleError, ValueError) as error:
         console.print(f"[bold red]error:[/] {error}")
         return 1
     summary = scan(dataset, meta.num_classes)
