@@ -450,6 +450,22 @@ def voc_average_precision(true_positive: Tensor, num_gt: int) -> Tensor:
     return (step * m_precision[1:]).sum(0)
 
 
+def semantic_class_iou(confusion: Tensor) -> Tensor:
+    """Per-class IoU of a semantic confusion (the terms the mIoU averages).
+
+    Args:
+        confusion: ``C x C`` counts, rows GT, columns prediction.
+
+    Returns:
+        ``(C,)`` float64: ``diag_c / (row_c + col_c - diag_c)``; NaN for a class in neither map
+        (it does not count towards the mIoU).
+    """
+    confusion = confusion.double()
+    diag = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - diag
+    return torch.where(union > 0, diag / union.clamp(min=1), torch.nan)
+
+
 def aggregate_statistics(
     scores: Tensor,
     image_keys: Tensor,
@@ -483,8 +499,8 @@ def aggregate_statistics(
 
     confusion = confusion.double()
     diag = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - diag
-    class_iou = diag[union > 0] / union[union > 0]
+    class_iou = semantic_class_iou(confusion)
+    class_iou = class_iou[~class_iou.isnan()]
     total = confusion.sum()
 
     results: dict[str, float] = {}

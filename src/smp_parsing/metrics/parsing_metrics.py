@@ -36,6 +36,7 @@ from smp_parsing.metrics.functional import (
     check_thresholds,
     image_key,
     image_statistics,
+    semantic_class_iou,
 )
 
 
@@ -50,7 +51,8 @@ class ParsingMetrics(Metric):
         **kwargs: Passed to :class:`torchmetrics.Metric` (``dist_sync_on_step``, ...).
 
     ``compute()`` returns a dict of floats: ``APp50``, ``APpvol``, ``PCP50``, ``mIoU``,
-    ``pixel_acc``, then ``APp@<t>`` and ``PCP@<t>`` for each threshold (``APp@0.1`` ...).
+    ``pixel_acc``, then ``APp@<t>`` and ``PCP@<t>`` for each threshold (``APp@0.1`` ...);
+    ``class_iou()`` the per-class IoU behind ``mIoU``.
 
     Every rank must call ``update`` at least once before a DDP ``compute`` (an untouched rank has
     no typed state to gather); Lightning's distributed sampler guarantees that.
@@ -150,6 +152,23 @@ class ParsingMetrics(Metric):
             self.confusion,
             self.thresholds,
         )
+
+    def class_iou(self) -> Tensor:
+        """Per-class IoU of the semantic maps seen so far (gathered across ranks like ``compute``).
+
+        The terms whose mean (over the non-NaN entries) is ``compute()["mIoU"]``; dashboards show
+        them per class. Under DDP every rank must call it (it gathers the metric state).
+
+        Returns:
+            ``(C,)`` float64 on the metric's device; NaN for a class in neither the predictions
+            nor the GT.
+        """
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync,
+            should_unsync=self._should_unsync,
+        ):
+            return semantic_class_iou(self.confusion)
 
 
 def _scores_tensor(scores: Any, device: torch.device) -> Tensor:
