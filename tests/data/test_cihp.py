@@ -337,3 +337,38 @@ def test_check_scans_both_layouts(official, coco, capsys):
     assert "0000040_01.png: label file is RGB" in out and "1 problem(s)" in out
     assert main(["--dataset", "cihp", "--root", str(coco_root), "--split", "test"]) == 1
     assert "split must be one of" in capsys.readouterr().out
+
+
+def test_evaluate_dirs_scores_cihp_in_both_layouts(official, coco, tmp_path):
+    from smp_parsing.metrics.evaluate_dirs import (
+        PredictionDirError,
+        evaluate_dirs,
+        main,
+        write_prediction_dir,
+    )
+
+    root, _, _ = official
+    gt = CIHPDataset(root)
+    perfect, mirrored = tmp_path / "perfect", tmp_path / "mirrored"
+    lut = CIHP.flip_lut()
+    for index, image_id in enumerate(gt.image_ids):
+        persons = gt[index]["parsing"]
+        write_prediction_dir(perfect, image_id, persons, np.ones(len(persons)))
+        write_prediction_dir(mirrored, image_id, lut[persons], np.ones(len(persons)))
+    metrics = evaluate_dirs(root, "train", perfect, dataset_name="cihp")
+    assert metrics["APp50"] == pytest.approx(1.0) and metrics["mIoU"] == pytest.approx(1.0)
+    # left/right swapped: the same persons, wrong sides
+    assert evaluate_dirs(root, "train", mirrored, dataset_name="cihp")["mIoU"] < 0.9
+    coco_root, a, b = coco
+    coco_pred = tmp_path / "coco_pred"
+    write_prediction_dir(coco_pred, "0000040", np.stack([b, a]), [0.9, 0.8])
+    out = tmp_path / "metrics.json"
+    argv = ["--dataset", "cihp", "--layout", "coco", "--gt-root", str(coco_root), "--split",
+            "train", "--pred-dir", str(coco_pred), "--out", str(out)]  # fmt: skip
+    metrics = main(argv)
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "cihp" and report["num_classes"] == 20
+    assert 0.0 < metrics["APp50"] < 1.0  # image 0000006's person is missed
+    write_prediction_dir(coco_pred, "0000040", np.full((1, H, W), 20, np.uint8), [0.5])
+    with pytest.raises(PredictionDirError, match="outside 0..19"):
+        main(argv)

@@ -21,6 +21,11 @@ An image of the split without any PNG has no predictions (it still counts for it
 for mIoU). GT comes from ``<gt-root>/list/<split>.txt`` and ``<gt-root>/<split>/parsing_annos``
 through :class:`smp_parsing.data.mhp.MHPv2Dataset`. The command prints a table and writes the
 metrics as JSON (``--out``, default ``<pred-dir>/metrics.json``).
+
+CIHP (20 classes, same prediction folder format, ``<image_id>`` = the CIHP id)::
+
+    python -m smp_parsing.metrics.evaluate_dirs --dataset cihp --gt-root CIHP --split val \
+        --pred-dir outputs/pred_val [--layout coco]
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from smp_parsing.data.cihp import CIHPDataset
 from smp_parsing.data.mhp import MHPv2Dataset, read_label_png
+from smp_parsing.metadata import get_dataset_meta
 from smp_parsing.metrics.functional import DEFAULT_THRESHOLDS
 from smp_parsing.metrics.parsing_metrics import ParsingMetrics
 
@@ -293,23 +300,28 @@ def evaluate_dirs(
     gt_root: str | Path,
     split: str,
     pred_dir: str | Path,
-    num_classes: int = 59,
+    num_classes: int | None = None,
     score_threshold_miou: float = 0.05,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     limit: int | None = None,
     progress: bool = False,
+    dataset_name: str = "mhp",
+    layout: str = "official",
 ) -> dict[str, float]:
-    """Metrics of a prediction folder against an MHP v2 split.
+    """Metrics of a prediction folder against an MHP v2 or a CIHP split.
 
     Args:
-        gt_root: The ``LV-MHP-v2`` folder.
+        gt_root: The ``LV-MHP-v2`` folder, or the CIHP root (``Training/`` + ``Validation/``, or
+            ``annotations/`` in the coco layout; see :class:`~smp_parsing.data.cihp.CIHPDataset`).
         split: List name (``val``, ``train``, ...).
         pred_dir: Prediction folder in the format of this module.
-        num_classes: C, background included.
+        num_classes: C, background included; ``None``: the data set's (59 MHP v2, 20 CIHP).
         score_threshold_miou: Persons scored below it are not painted for mIoU.
         thresholds: IoU thresholds (must contain 0.5).
         limit: Only the first ``limit`` images of the list.
         progress: Show a progress bar on stderr.
+        dataset_name: ``mhp`` (MHP v2 or the synthetic set) or ``cihp``.
+        layout: CIHP only: ``official`` or ``coco``.
 
     Returns:
         The :class:`~smp_parsing.metrics.ParsingMetrics` dict.
@@ -320,9 +332,17 @@ def evaluate_dirs(
         smp_parsing.data.errors.BadSampleError / DataRootError: GT problems.
     """
     predictions = read_prediction_dir(pred_dir)
-    dataset = MHPv2Dataset(
-        gt_root, split, load_pose=False, limit=limit, num_classes=num_classes, on_bad_sample="error"
-    )
+    if num_classes is None:
+        num_classes = get_dataset_meta(dataset_name).num_classes
+    if dataset_name == "cihp":
+        dataset: MHPv2Dataset | CIHPDataset = CIHPDataset(
+            gt_root, split, layout, limit=limit, num_classes=num_classes, on_bad_sample="error"
+        )
+    else:
+        dataset = MHPv2Dataset(
+            gt_root, split, load_pose=False, limit=limit, num_classes=num_classes,
+            on_bad_sample="error",
+        )  # fmt: skip
     unknown = sorted(set(predictions) - set(dataset.image_ids))
     if unknown and limit is None:
         raise PredictionDirError(
@@ -365,12 +385,21 @@ def metrics_table(metrics: dict[str, float], title: str) -> Table:
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         prog="python -m smp_parsing.metrics.evaluate_dirs",
-        description="Score MHP-layout prediction PNGs + scores.json against an MHP v2 GT root.",
+        description="Score MHP-layout prediction PNGs + scores.json against an MHP v2 or a CIHP "
+        "GT root.",
     )
-    parser.add_argument("--gt-root", type=Path, required=True, help="the LV-MHP-v2 folder")
+    parser.add_argument("--dataset", choices=("mhp", "cihp"), default="mhp", help="GT data set")
+    parser.add_argument(
+        "--layout", choices=("official", "coco"), default="official", help="CIHP layout"
+    )
+    parser.add_argument(
+        "--gt-root", type=Path, required=True, help="the LV-MHP-v2 folder, or the CIHP root"
+    )
     parser.add_argument("--split", default="val", help="list name in <gt-root>/list (default val)")
     parser.add_argument("--pred-dir", type=Path, required=True, help="prediction folder")
-    parser.add_argument("--num-classes", type=int, default=59)
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="default: the data set's (59 / 20)"
+    )
     parser.add_argument("--score-threshold-miou", type=float, default=0.05)
     parser.add_argument("--limit", type=int, default=None, help="first N images of the list")
     parser.add_argument(
@@ -385,6 +414,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         score_threshold_miou=args.score_threshold_miou,
         limit=args.limit,
         progress=True,
+        dataset_name=args.dataset,
+        layout=args.layout,
     )
     Console().print(metrics_table(metrics, f"{args.pred_dir} vs {args.gt_root} [{args.split}]"))
     out = args.out if args.out is not None else args.pred_dir / "metrics.json"
@@ -393,7 +424,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         "gt_root": str(args.gt_root),
         "split": args.split,
         "pred_dir": str(args.pred_dir),
-        "num_classes": args.num_classes,
+        "dataset": args.dataset,
+        "num_classes": args.num_classes or get_dataset_meta(args.dataset).num_classes,
         "score_threshold_miou": args.score_threshold_miou,
         "metrics": metrics,
     }
