@@ -267,7 +267,7 @@ def test_coco_bad_inputs(coco, caplog):
     assert info.value.path == ann_file
     dataset = CIHPDataset(root, layout="coco", on_bad_sample="skip")
     assert dataset.tracker.num_skipped == 2  # the unknown image and the missing `parsing`
-    assert "malformed" in str(dataset.tracker.problems[1])
+    assert "annotation 78 has no parsing PNG name" in str(dataset.tracker.problems[1])
     with pytest.raises(BadSampleError, match="differs from 32x26"):
         dataset.load_sample(1)
     assert dataset[1] is None and dataset.tracker.num_skipped == 3
@@ -372,3 +372,68 @@ def test_evaluate_dirs_scores_cihp_in_both_layouts(official, coco, tmp_path):
     write_prediction_dir(coco_pred, "0000040", np.full((1, H, W), 20, np.uint8), [0.5])
     with pytest.raises(PredictionDirError, match="outside 0..19"):
         main(argv)
+
+
+def test_coco_image_entries_and_crowd_without_png(coco):
+    root, _, _ = coco
+    ann_file = root / "annotations" / "CIHP_train.json"
+    content = json.loads(ann_file.read_text())
+    crowd = next(a for a in content["annotations"] if a["iscrowd"])
+    del crowd["parsing"]  # a crowd region is left out before its PNG matters
+    content["images"].append({"id": 6, "file_name": "again.jpg", "height": H, "width": W})
+    content["images"].append({"id": 8, "file_name": "0000008.jpg"})  # no size
+    content["images"].append({"id": 9, "file_name": "0000009.jpg", "height": H, "width": W})
+    content["annotations"].append("not an annotation")
+    ann_file.write_text(json.dumps(content))
+    with pytest.raises(BadSampleError, match="image id 6 is repeated"):
+        CIHPDataset(root, layout="coco")
+    dataset = CIHPDataset(root, layout="coco", on_bad_sample="skip")
+    problems = [e.problem for e in dataset.tracker.problems]
+    assert len(problems) == 3 and "malformed" in problems[1] and "not an object" in problems[2]
+    assert dataset.image_ids == ["0000040", "0000005", "0000006", "0000009"]
+    assert len(dataset[0]["parsing"]) == 2
+    with pytest.raises(BadSampleError, match="missing") as info:  # 0000009.jpg was never written
+        dataset.load_sample(3)
+    assert info.value.path == root / "train_img" / "0000009.jpg"
+
+
+def test_image_sizes_without_decoding(official, coco):
+    root, _, _ = official
+    sizes = CIHPDataset(root).read_image_sizes()
+    np.testing.assert_array_equal(sizes, [[H, W]] * 3)
+    coco_root, _, _ = coco
+    ann_file = coco_root / "annotations" / "CIHP_train.json"
+    content = json.loads(ann_file.read_text())
+    content["images"][0]["height"], content["images"][0]["width"] = 50, 20
+    ann_file.write_text(json.dumps(content))
+    np.testing.assert_array_equal(
+        CIHPDataset(coco_root, layout="coco").read_image_sizes(), [[50, 20], [H, W], [H, W]]
+    )  # from the json, the image files are not opened
+
+
+def test_datamodule_checks_the_cihp_layout_files(official, tmp_path):
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+
+    root, _, _ = official
+    cfg = compose_config("train", ["data=cihp", f"data.data_dir={root}"], tmp_path)
+    instantiate(cfg.data).prepare_data()  # both official splits are there
+    cfg = compose_config("train", ["data=cihp", f"data.data_dir={root}",
+                                   "data.train_dataset.layout=coco"], tmp_path)  # fmt: skip
+    assert cfg.data.val_dataset.layout == "coco"
+    with pytest.raises(DataRootError, match=r"CIHP_train.json.*\n.*two layouts"):
+        instantiate(cfg.data).prepare_data()
+
+
+def test_synthetic_cihp_cli(tmp_path, capsys):
+    from smp_parsing.data.synthetic_cihp import main
+
+    main(["--root", str(tmp_path), "--layout", "coco", "--num-train", "1", "--num-val", "1",
+          "--size", "64"])  # fmt: skip
+    assert "coco layout" in capsys.readouterr().out
+    content = json.loads((tmp_path / "annotations" / "CIHP_val.json").read_text())
+    assert [i["file_name"] for i in content["images"]] == ["0500001.jpg"]
+    ids = [a["id"] for a in content["annotations"]]
+    assert ids == list(range(1, len(ids) + 1)) and ids
+    assert len(CIHPDataset(tmp_path, "val", "coco")[0]["parsing"]) == len(ids)

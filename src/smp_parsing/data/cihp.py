@@ -290,22 +290,23 @@ class CIHPDataset(ParsingDataset):
 
         persons: dict[Any, list[tuple[Any, Path]]] = defaultdict(list)
         for annotation in annotations:
-            try:
-                key, name = annotation["image_id"], annotation["parsing"]
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"parsing must be a PNG file name, got {name!r}")
-            except (KeyError, TypeError) as exc:
+            if not isinstance(annotation, dict):
                 self.tracker.report(
-                    BadSampleError(
-                        self.ann_file,
-                        f"annotation {annotation.get('id')!r} is malformed ({exc!r})"
-                        if isinstance(annotation, dict)
-                        else f"annotation {annotation!r} is not an object",
-                    )
+                    BadSampleError(self.ann_file, f"annotation {annotation!r} is not an object")
                 )
                 continue
             if annotation.get("iscrowd", 0):
-                continue  # a crowd region is not a person of the parsing GT
+                continue  # a crowd region is not a person of the parsing GT (may have no PNG)
+            key, name = annotation.get("image_id"), annotation.get("parsing")
+            if not isinstance(name, str) or not name:
+                self.tracker.report(
+                    BadSampleError(
+                        self.ann_file,
+                        f"annotation {annotation.get('id')!r} has no parsing PNG name "
+                        f"(parsing={name!r})",
+                    )
+                )
+                continue
             if key not in entries:
                 self.tracker.report(
                     BadSampleError(
