@@ -87,6 +87,7 @@ LOW_THRESHOLDS = [
     "+model_overrides.net.test_cfg.ctr_score_thr=0.0",
     "+model_overrides.net.test_cfg.cate_score_thr=0.0",
     "+model_overrides.net.test_cfg.update_thr=0.0",
+    "+model_overrides.net.test_cfg.cand_score_thr=0.0",
 ]
 
 
