@@ -1,9 +1,12 @@
-"""Evaluate a checkpoint: ``python -m smp_parsing.evaluate ckpt_path=<.ckpt> [data=...] [split=val]``.
+"""Evaluate a checkpoint: ``python -m smp_parsing.evaluate ckpt_path=<.ckpt> [split=val]``.
 
 Prints the metrics table (AP^p_50, AP^p_vol, PCP_50, mIoU, AP^p and PCP per threshold, FPS) and
 writes ``metrics.json`` into the run directory. The network is rebuilt from the config stored in
-the checkpoint; ``trainer=ddp_sim`` / ``trainer=ddp`` evaluate on several processes with the same
-result (the metric state is synchronised, not averaged).
+the checkpoint, and the data are the run's own (data set, synthetic preset, test transform, stored
+in the checkpoint, see ``utils/checkpoint.py``): no ``experiment=`` needed. ``data.<key>=...``
+changes one setting of it, ``data=<name>`` / ``experiment=<name>`` evaluates another data set of
+the same label space (both logged). ``trainer=ddp_sim`` / ``trainer=ddp`` evaluate on several
+processes with the same result (the metric state is synchronised, not averaged).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing.models.inference import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
-from smp_parsing.utils.checkpoint import load_lit_module
+from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.instantiators import instantiate_loggers
 from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
@@ -64,10 +67,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(f"split must be one of {SPLITS}, got {cfg.split!r}")
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    log.info("Instantiating datamodule <%s>", cfg.data._target_)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    ckpt = read_checkpoint(cfg.ckpt_path)
+    # the run's own data (set, preset, test transform) unless the command line says otherwise
+    data_cfg = inference_data_config(ckpt, cfg.ckpt_path, cfg)
     fallback = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"))
+    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"), checkpoint=ckpt)
+    log.info("Instantiating datamodule <%s> (%s)", data_cfg._target_, data_cfg.dataset_name)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(data_cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False
@@ -87,10 +93,17 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if trainer.is_global_zero:
         path = write_json_atomic(
             Path(cfg.paths.output_dir) / METRICS_FILE,
-            {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "metrics": metrics},
+            {
+                "ckpt_path": str(cfg.ckpt_path),
+                "split": cfg.split,
+                "dataset": str(data_cfg.dataset_name),
+                "data_dir": str(data_cfg.data_dir),
+                "metrics": metrics,
+            },
         )
         log.info("Wrote %s", path)
-    return metric_dict, {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+    objects = {"cfg": cfg, "data_cfg": data_cfg, "datamodule": datamodule, "model": model}
+    return metric_dict, {**objects, "trainer": trainer}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval.yaml")

@@ -22,6 +22,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, Metric
 
+from smp_parsing.utils.checkpoint import INFERENCE_KEY, MODEL_CONFIG_KEY
 from smp_parsing.utils.distributed import broadcast_buffers
 from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
 
@@ -81,6 +82,9 @@ class SMPLitModule(LightningModule):
         # Resolved config of this module, stored in checkpoints so that evaluate/predict can
         # rebuild the network without the training command line (set by smp_parsing.train).
         self.model_config: dict[str, Any] | None = None
+        # What inference needs (data set, classes, test transform, data config), stored in
+        # checkpoints as `smp_inference` (set by smp_parsing.train; utils/checkpoint.py).
+        self.inference_config: dict[str, Any] | None = None
         # Last loss terms (detached), read by the non-finite loss guard for its message.
         self.last_loss_terms: dict[str, Tensor] = {}
         self._infer_seconds = 0.0
@@ -270,8 +274,11 @@ class SMPLitModule(LightningModule):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # plain values only: checkpoints are read with torch.load(weights_only=True)
         if self.model_config is not None:
-            checkpoint["smp_model_config"] = self.model_config
+            checkpoint[MODEL_CONFIG_KEY] = self.model_config
+        if self.inference_config is not None:
+            checkpoint[INFERENCE_KEY] = self.inference_config
         checkpoint["rng_state"] = collect_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

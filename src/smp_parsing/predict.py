@@ -6,8 +6,9 @@ For every image the output folder receives the person maps in the MHP v2 layout
 :func:`smp_parsing.metrics.evaluate_dirs.write_prediction_dir` so that
 ``python -m smp_parsing.metrics.evaluate_dirs`` can score the folder; plus, under ``overlays/``,
 a picture for a person to look at (parts coloured by class, each person outlined, a legend), drawn
-by :mod:`smp_parsing.visualization`. The test transform of the ``data`` config (resize, normalise,
-pad) is applied, so pass the same ``data=`` / ``experiment=`` as for evaluation.
+by :mod:`smp_parsing.visualization`. The test transform the run was evaluated with (resize,
+normalise, pad), stored in the checkpoint, is applied: no ``experiment=`` needed;
+``data.test_transforms.<key>=...`` changes it (logged).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from smp_parsing import visualization as vis
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.models.inference import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
-from smp_parsing.utils.checkpoint import load_lit_module
+from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 
 log = logging.getLogger(__name__)
@@ -119,15 +120,20 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     files = list_images(cfg.input)
     out_dir = Path(cfg.output)
+    ckpt = read_checkpoint(cfg.ckpt_path)
+    # the trained test transform (resize, normalisation, padding) unless overridden
+    data_cfg = inference_data_config(ckpt, cfg.ckpt_path, cfg)
     fallback = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"))
+    model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"), checkpoint=ckpt)
     device = resolve_device(cfg.device)
     model.to(device)
     # inference only (BN folding, Winograd, channels_last): same outputs, faster
     done = prepare_for_inference(model.net.eval(), **inference_options(cfg))
     log.info("Inference network: %s", done)
-    transforms = hydra.utils.instantiate(cfg.data.test_transforms)
-    dataset = cfg.data.get("dataset_name", "mhp")
+    transforms = hydra.utils.instantiate(data_cfg.test_transforms)
+    dataset = data_cfg.get("dataset_name", "mhp")
+    log.info("Test transform of %s: resize %s", dataset,
+             OmegaConf.select(data_cfg, "test_transforms.resize"))  # fmt: skip
 
     overlay_dir = out_dir / "overlays"
     if cfg.overlays:

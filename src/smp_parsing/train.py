@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
+from smp_parsing.utils.checkpoint import inference_metadata
 from smp_parsing.utils.hyperparams import log_hyperparameters
 from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from smp_parsing.utils.run_context import check_ddp_launch, job_number, job_overrides, sweep_group
@@ -122,6 +123,7 @@ def fit_stage(
     log.info("Instantiating model <%s> (stage %s)", cfg.model._target_, cfg.model.stage)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     model.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    model.inference_config = inference_metadata(cfg)
     if ckpt_path and not resume:
         log.info("Initialising the weights from %s", ckpt_path)
         load_init_weights(model, ckpt_path, list(cfg.model.get("mir_modules", [])))
@@ -143,7 +145,9 @@ def fit_stage(
     log_hyperparameters(object_dict)
 
     log.info("Starting training (stage %s)", cfg.model.stage)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path if resume else None)
+    # weights_only: a checkpoint is data (Lightning's default depends on the torch version)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path if resume else None,
+                weights_only=True)  # fmt: skip
     metric_dict: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items()}
 
     ckpt_cb = trainer.checkpoint_callback
@@ -163,7 +167,7 @@ def fit_stage(
         if best is None:
             log.warning("No best checkpoint (no monitored metric): testing the current weights.")
         log.info("Starting testing (%s)", best or "current weights")
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=best)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metric_dict.update(trainer.callback_metrics)
         summary["test"] = stage_metrics(trainer.callback_metrics, "test")
     object_dict["summary"] = summary
