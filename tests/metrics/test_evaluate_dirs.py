@@ -187,3 +187,105 @@ def test_writer_replaces_files_left_by_an_earlier_process(trees):
     names = sorted(p.name for p in pred_dir.glob("11_*.png"))
     assert names == ["11_02_01.png", "11_02_02.png"]
     assert [s for _, s in read_prediction_dir(pred_dir)["11"]] == [0.6, 0.2]
+
+
+def _torn_open(name_part: str):
+    """An ``open`` that, for files whose name contains ``name_part``, writes half the data and
+    then fails, as a process killed in the middle of a write would leave the file."""
+
+    def torn(file, mode="r", *args, **kwargs):
+        handle = open(file, mode, *args, **kwargs)
+        if name_part not in Path(file).name or not any(m in mode for m in "wa+"):
+            return handle
+        real_write = handle.write
+
+        def write(data):
+            real_write(data[: len(data) // 2])
+            handle.flush()
+            raise KeyboardInterrupt("killed mid-write")
+
+        handle.write = write
+        return handle
+
+    return torn
+
+
+def test_scores_json_survives_a_write_killed_midway(tmp_path, monkeypatch):
+    import smp_parsing.metrics.evaluate_dirs as evaluate_dirs_module
+    import smp_parsing.utils.run_files as run_files
+
+    for i in range(3):
+        write_prediction_dir(tmp_path, f"im{i}", np.ones((2, 4, 4), np.uint8), [0.5, 0.25])
+    before = (tmp_path / "scores.json").read_text()
+    torn = _torn_open("scores.json")
+    monkeypatch.setattr(evaluate_dirs_module, "open", torn, raising=False)
+    monkeypatch.setattr(run_files, "open", torn, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        write_prediction_dir(tmp_path, "im3", np.ones((1, 4, 4), np.uint8), [0.75])
+    monkeypatch.undo()
+    # The old table is intact, no temp file is left, and the reader names the torn image.
+    assert (tmp_path / "scores.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
+    with pytest.raises(PredictionDirError, match=r"im3_01_01.png: no score .* image im3"):
+        read_prediction_dir(tmp_path)
+    # Writing the image again (a rerun) repairs the folder.
+    write_prediction_dir(tmp_path, "im3", np.ones((1, 4, 4), np.uint8), [0.75])
+    index = read_prediction_dir(tmp_path)
+    assert sorted(index) == ["im0", "im1", "im2", "im3"]
+    assert [s for _, s in index["im3"]] == [0.75]
+
+
+def test_writer_reads_back_what_another_process_wrote(tmp_path):
+    write_prediction_dir(tmp_path, "a", np.ones((1, 4, 4), np.uint8), [0.5])
+    # Another process adds an image (its own atomic replace); this one's cached table is stale.
+    table = json.loads((tmp_path / "scores.json").read_text())
+    Image.fromarray(np.ones((4, 4, 3), np.uint8)).save(tmp_path / "b_01_01.png")
+    (tmp_path / "other.json").write_text(json.dumps({**table, "b_01_01.png": 0.125}))
+    (tmp_path / "other.json").replace(tmp_path / "scores.json")
+    write_prediction_dir(tmp_path, "c", np.ones((1, 4, 4), np.uint8), [0.25])
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores == {"a_01_01.png": 0.5, "b_01_01.png": 0.125, "c_01_01.png": 0.25}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("NaN", "NaN is not a finite number"),
+        ("-Infinity", "-Infinity is not a finite number"),
+        ("1e999", "out of the float64 range"),
+        ("-2e308", "out of the float64 range"),
+        ("1" + "0" * 5000, "number of 5001 characters"),  # Python's int parser refuses > 4300
+        ("0." + "0" * 40 + "1", "number of 43 characters"),
+        ("true", "must be a finite number, got True"),
+        ('"0.5"', "must be a finite number, got '0.5'"),
+    ],
+)
+def test_hostile_scores_are_a_clear_error(tmp_path, value, problem):
+    Image.fromarray(np.ones((4, 4, 3), np.uint8)).save(tmp_path / "a_01_01.png")
+    (tmp_path / "scores.json").write_text('{"a_01_01.png": ' + value + "}")
+    with pytest.raises(PredictionDirError, match=f"scores.json: .*{problem}"):
+        read_prediction_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "image_id", ["../escape", "/tmp/abs", "sub/dir", "back\\slash", "", ".", "..", "new\nline"]
+)
+def test_writer_refuses_image_ids_that_are_not_plain_file_names(tmp_path, image_id):
+    pred_dir = tmp_path / "pred"
+    with pytest.raises(ValueError, match="not a plain file name"):
+        write_prediction_dir(pred_dir, image_id, np.ones((1, 4, 4), np.uint8), [0.5])
+    assert list(tmp_path.rglob("*.png")) == []
+
+
+def test_metrics_json_survives_a_write_killed_midway(trees, monkeypatch):
+    import smp_parsing.utils.run_files as run_files
+
+    gt_root, pred_dir = trees
+    out = pred_dir / "metrics.json"
+    out.write_text('{"metrics": "from an earlier run"}')
+    monkeypatch.setattr(run_files, "open", _torn_open("metrics.json"), raising=False)
+    args = ["--gt-root", str(gt_root), "--pred-dir", str(pred_dir), "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert out.read_text() == '{"metrics": "from an earlier run"}'
+    assert [p.name for p in pred_dir.iterdir() if "tmp" in p.name] == []

@@ -33,16 +33,31 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as pretty JSON through a temp file + ``os.replace`` (never half-written)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a sibling temp file + ``os.replace``.
+
+    A reader (or a process killed mid-write) sees either the old file or the new one, never a
+    torn one: ``os.replace`` within one directory is atomic on POSIX. The temp file is removed
+    when the write fails (disk full, an error while encoding); only a kill can leave one behind,
+    named ``.<name>.tmp-<pid>`` so that it is hidden and does not match any results file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(_to_jsonable(payload), fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as pretty JSON atomically (see :func:`write_text_atomic`)."""
+    text = json.dumps(_to_jsonable(payload), indent=2, sort_keys=True) + "\n"
+    return write_text_atomic(path, text)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
