@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -147,6 +148,9 @@ def test_mhp_and_densepose_trees_load(tmp_path):
     datamodule.prepare_data()
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["images"].shape[0] == 1 and batch["parsing"][0].max() == 1
+    # the train sampler's aspect groups: sizes from the json, no image decoded
+    assert datamodule.datasets["train"].read_image_sizes().tolist() == [[40, 48]]
+    assert datamodule.datasets["train"].aspect_groups().tolist() == [0]  # landscape
 
 
 def test_num_classes_mismatch_is_a_config_error(tmp_path):
@@ -255,18 +259,111 @@ def test_train_augmentation_is_the_same_with_and_without_workers(tmp_path):
 def test_train_sampler_starts_at_the_trainer_epoch(tmp_path):
     from types import SimpleNamespace
 
-    from smp_parsing.data.sampler import EpochKeyedSampler
+    from torch.utils.data import DistributedSampler
 
     datamodule = keyed_module(tmp_path)
     datamodule.trainer = SimpleNamespace(current_epoch=2, distributed_sampler_kwargs=None)
-    assert {epoch for _, epoch in datamodule.train_dataloader().sampler} == {2}
+    batches = list(datamodule.train_dataloader().sampler)
+    assert {epoch for batch in batches for _, epoch in batch} == {2}
     shards = []
     for rank in range(2):
         datamodule.trainer = SimpleNamespace(
             current_epoch=3, distributed_sampler_kwargs={"num_replicas": 2, "rank": rank}
         )
         sampler = datamodule.train_dataloader().sampler
-        assert isinstance(sampler, EpochKeyedSampler)  # a DistributedSampler: Lightning keeps it
-        shards.append(list(sampler))
+        assert isinstance(sampler, DistributedSampler)  # Lightning keeps it under DDP
+        shards.append([key for batch in sampler for key in batch])
     assert {epoch for shard in shards for _, epoch in shard} == {3}
     assert sorted(index for shard in shards for index, _ in shard) == list(range(6))
+
+
+def orientation(meta) -> str:
+    height, width = meta["ori_size"]
+    return "landscape" if width > height else "portrait"
+
+
+def test_train_batches_hold_one_orientation(tmp_path):
+    datamodule = keyed_module(tmp_path, "data.num_train=12", "data.batch_size=3")
+    dataset = datamodule.datasets["train"]
+    # the groups come from the headers; they agree with the decoded images
+    sizes = [dataset.load_sample(i)["image"].shape[:2] for i in range(len(dataset))]
+    groups = dataset.aspect_groups()
+    assert groups.tolist() == [int(w <= h) for h, w in sizes]
+    assert 0 < groups.sum() < len(groups)  # both orientations present: the test means something
+    for epoch in range(3):
+        loader = datamodule.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        batches = list(loader)
+        assert sorted(i for b in batches for i in b["image_ids"]) == sorted(dataset.image_ids)
+        assert all(len({orientation(m) for m in b["metas"]}) == 1 for b in batches)
+    off = keyed_module(tmp_path, "data.num_train=12", "data.batch_size=3",
+                       "data.group_by_aspect_ratio=false")  # fmt: skip
+    mixed = [len({orientation(m) for m in b["metas"]}) for b in off.train_dataloader()]
+    assert max(mixed) == 2  # without grouping some batch mixes them (seed 7)
+
+
+def test_train_batches_are_the_same_with_workers(tmp_path):
+    def ids(*overrides):
+        loader = keyed_module(tmp_path, "data.num_train=12", "data.batch_size=3",
+                              *overrides).train_dataloader()  # fmt: skip
+        loader.sampler.set_epoch(1)
+        return [batch["image_ids"] for batch in loader]
+
+    assert ids() == ids("data.num_workers=2")
+
+
+def test_eval_loaders_split_the_set_over_ranks_without_repeats(tmp_path):
+    from types import SimpleNamespace
+
+    datamodule = keyed_module(tmp_path, "data.num_val=7", "data.eval_batch_size=2")
+    datamodule.setup("validate")
+    assert datamodule.val_dataloader().sampler.__class__.__name__ == "SequentialSampler"
+    seen = []
+    for rank in range(3):
+        datamodule.trainer = SimpleNamespace(
+            current_epoch=0, distributed_sampler_kwargs={"num_replicas": 3, "rank": rank}
+        )
+        seen += [i for b in datamodule.val_dataloader() for i in b["image_ids"]]
+    assert sorted(seen) == sorted(datamodule.datasets["val"].image_ids) and len(seen) == 7
+
+
+class BatchRecorder(pl.LightningModule):
+    """Records the image ids of every train batch; raises at ``crash_at`` = (epoch, batch)."""
+
+    def __init__(self, crash_at: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.crash_at = crash_at
+        self.seen: list[tuple[int, tuple[str, ...]]] = []
+
+    def training_step(self, batch, batch_idx):
+        if (self.current_epoch, batch_idx) == self.crash_at:
+            raise RuntimeError("simulated crash")
+        self.seen.append((self.current_epoch, tuple(batch["image_ids"])))
+        return (self.weight * batch["images"].mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_resume_mid_epoch_continues_the_same_batches(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(run: str, module: BatchRecorder, ckpt_path=None) -> list:
+        trainer = pl.Trainer(
+            accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path / run,
+            callbacks=[ModelCheckpoint(tmp_path / run, every_n_train_steps=1, save_last=True)],
+        )  # fmt: skip
+        datamodule = keyed_module(tmp_path, "data.num_train=12", "data.batch_size=3")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        return module.seen
+
+    straight = fit("straight", BatchRecorder())
+    assert len(straight) >= 8 and straight[0][1] != straight[len(straight) // 2][1]
+    crashed = BatchRecorder(crash_at=(1, 2))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit("crashed", crashed)
+    resumed = fit("resumed", BatchRecorder(), ckpt_path=tmp_path / "crashed" / "last.ckpt")
+    assert resumed[0][0] == 1  # the interrupted epoch, from its third batch
+    assert crashed.seen + resumed == straight

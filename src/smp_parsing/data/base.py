@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker
@@ -25,6 +26,32 @@ class ParsingDataset(Dataset, ABC):
     @abstractmethod
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read sample ``index`` without transforms (see the subclass for the keys)."""
+
+    def read_image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` int64 ``(height, width)`` of every raw image, ``(0, 0)`` when unreadable.
+
+        This default decodes every sample; readers override it with what they know without
+        decoding (file headers, the annotation file).
+        """
+        sizes = np.zeros((len(self), 2), np.int64)  # type: ignore[arg-type]
+        for index in range(len(sizes)):
+            try:
+                sizes[index] = self.load_sample(index)["image"].shape[:2]
+            except BadSampleError:
+                pass
+        return sizes
+
+    def aspect_groups(self) -> np.ndarray:
+        """``(N,)`` int64 aspect group of every image: 0 landscape (``w > h``), 1 otherwise.
+
+        The train sampler batches each group apart (mmdetection's ``GroupSampler`` flag,
+        detectron2's buckets: squares go with the portraits). The keep-ratio resize keeps the
+        orientation, so the raw sizes decide. Computed once per data set (cached).
+        """
+        if getattr(self, "_aspect_groups", None) is None:
+            sizes = self.read_image_sizes()
+            self._aspect_groups = (sizes[:, 1] <= sizes[:, 0]).astype(np.int64)
+        return self._aspect_groups
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         """The transformed sample, or ``None`` for a bad sample under ``on_bad_sample="skip"``.

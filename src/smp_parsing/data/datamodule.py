@@ -26,7 +26,12 @@ from smp_parsing.data.collate import collate_parsing
 from smp_parsing.data.densepose import DENSEPOSE_LAYOUT_HELP
 from smp_parsing.data.errors import DataRootError
 from smp_parsing.data.mhp import MHP_LAYOUT_HELP, split_directory
-from smp_parsing.data.sampler import EpochKeyedSampler, LazyDataLoader
+from smp_parsing.data.sampler import (
+    AspectGroupedBatchSampler,
+    KeyBatchDataset,
+    LazyDataLoader,
+    ShardSampler,
+)
 from smp_parsing.data.synthetic import SyntheticMHPGenerator, is_generated
 from smp_parsing.metadata import DatasetMeta, get_dataset_meta
 
@@ -51,7 +56,10 @@ class ParsingDataModule(pl.LightningDataModule):
         train_transforms: Train :class:`ParsingTransforms` (resize jitter, flip with class swap).
         test_transforms: Eval :class:`ParsingTransforms` (``keep_original_parsing: true``).
         batch_size: Train images per device and step.
-        eval_batch_size: Validation/test images per step.
+        eval_batch_size: Validation/test images per step (loading and decoding only: the
+            network runs on each image alone, so the metrics do not depend on it).
+        group_by_aspect_ratio: Train batches hold landscape or portrait images only
+            (:class:`~smp_parsing.data.sampler.AspectGroupedBatchSampler`).
         num_workers: DataLoader worker processes.
         pin_memory: Pin host memory for faster host-to-GPU copies.
         persistent_workers: Keep workers alive between epochs (only with ``num_workers > 0``).
@@ -79,6 +87,7 @@ class ParsingDataModule(pl.LightningDataModule):
         test_transforms: Callable[[dict], dict] | None = None,
         batch_size: int = 2,
         eval_batch_size: int = 1,
+        group_by_aspect_ratio: bool = True,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -113,6 +122,7 @@ class ParsingDataModule(pl.LightningDataModule):
         self.test_transforms = test_transforms
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
+        self.group_by_aspect_ratio = group_by_aspect_ratio
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -224,13 +234,13 @@ class ParsingDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(
-        self, split: str, batch_size: int, shuffle: bool = False, sampler: Sampler | None = None
+        self, split: str, batch_size: int | None, sampler: Sampler | None = None
     ) -> DataLoader:
-        loader_class = LazyDataLoader if split == "train" else DataLoader
-        return loader_class(
-            self._dataset(split),
+        """The loader of ``split``; ``batch_size=None``: ``sampler`` yields whole batches."""
+        dataset = self._dataset(split)
+        return (LazyDataLoader if split == "train" else DataLoader)(
+            dataset if batch_size is not None else KeyBatchDataset(dataset),
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -238,37 +248,66 @@ class ParsingDataModule(pl.LightningDataModule):
             collate_fn=functools.partial(collate_parsing, pad_parsing=split == "train"),
         )
 
-    def train_sampler(self) -> EpochKeyedSampler:
-        """The shuffling train sampler: ``(index, epoch)`` keys, order = f(seed, epoch).
+    def _shard(self) -> dict[str, int] | None:
+        """``num_replicas`` and ``rank`` under a parallel strategy (DDP, even on one device)."""
+        return self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
 
-        A ``DistributedSampler`` (see ``data/sampler.py``) with the shard of a parallel strategy
-        (DDP, even on one device) or the whole set. Its seed is the run seed, on every rank
-        (not ``PL_GLOBAL_SEED``, Lightning's default, which PerRankSeed makes seed + rank: the
-        shards would overlap); it reaches the data module through the train transforms. Without
-        a run seed: 0 under DDP (the ranks must agree), otherwise one draw of the torch generator.
+    def _completed_train_batches(self) -> int:
+        """Batches of the current epoch already trained: non-zero when a run resumes mid-epoch.
+
+        Lightning restores its loop progress before the first batch of the resumed epoch is
+        drawn (the train loader is lazy), and resets it to 0 at every epoch start.
+        """
+        trainer = self.trainer
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        if loop is None or not getattr(trainer, "training", False):
+            return 0
+        return int(loop.batch_progress.current.completed)
+
+    def train_sampler(self) -> AspectGroupedBatchSampler:
+        """The train batch sampler: batches of ``(index, epoch)`` keys, order = f(seed, epoch).
+
+        One aspect group per batch (unless ``group_by_aspect_ratio`` is off), this process's
+        shard under a parallel strategy (see ``data/sampler.py``). Its seed is the run seed, on
+        every rank (not ``PL_GLOBAL_SEED``, Lightning's default, which PerRankSeed makes
+        seed + rank: the shards would overlap); it reaches the data module through the train
+        transforms. Without a run seed: 0 under DDP (the ranks must agree), otherwise one draw
+        of the torch generator.
         """
         seed = getattr(self.train_transforms, "seed", None)
-        trainer = self.trainer
-        shard = trainer.distributed_sampler_kwargs if trainer is not None else None
+        shard = self._shard()
         if seed is None:
             seed = 0 if shard is not None else int(torch.randint(2**31, ()).item())
-        sampler = EpochKeyedSampler(
-            self._dataset("train"),
-            shuffle=True,
+        dataset = self._dataset("train")
+        groups = (
+            dataset.aspect_groups()
+            if self.group_by_aspect_ratio and hasattr(dataset, "aspect_groups")
+            else [0] * len(dataset)  # type: ignore[arg-type]
+        )
+        sampler = AspectGroupedBatchSampler(
+            dataset,
+            groups,
+            batch_size=self.batch_size,
             seed=seed % 2**31,
+            completed_batches=self._completed_train_batches,
             **(shard if shard is not None else {"num_replicas": 1, "rank": 0}),
         )
-        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        sampler.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
         return sampler
 
+    def eval_sampler(self, split: str) -> ShardSampler | None:
+        """This process's share of ``split`` under a parallel strategy, each image once."""
+        shard = self._shard()
+        return ShardSampler(self._dataset(split), **shard) if shard is not None else None
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, sampler=self.train_sampler())
+        return self._loader("train", None, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader("val", self.eval_batch_size, sampler=self.eval_sampler("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, sampler=self.eval_sampler("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader("test", self.eval_batch_size, sampler=self.eval_sampler("test"))

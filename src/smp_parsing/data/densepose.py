@@ -165,6 +165,13 @@ class DensePoseParsingDataset(ParsingDataset):
         """Image ids (COCO ids as str) in item order."""
         return [str(i) for i in self.coco_ids]
 
+    def read_image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` ``(height, width)`` from the json's image records (no file opened)."""
+        infos = self.coco.loadImgs(self.coco_ids)
+        return np.array(
+            [(info.get("height", 0), info.get("width", 0)) for info in infos], np.int64
+        ).reshape(-1, 2)
+
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and decode one raw sample.
 

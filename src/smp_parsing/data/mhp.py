@@ -248,6 +248,17 @@ class MHPv2Dataset(ParsingDataset):
         """Image ids in item order."""
         return [s[0] for s in self.samples]
 
+    def read_image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` ``(height, width)`` from the image headers (PIL reads no pixel data)."""
+        sizes = np.zeros((len(self.samples), 2), np.int64)
+        for index, (_, image_path, _, _) in enumerate(self.samples):
+            try:
+                with Image.open(image_path) as image:
+                    sizes[index] = image.height, image.width
+            except (OSError, SyntaxError, ValueError):
+                pass  # (0, 0); reading the sample reports the file
+        return sizes
+
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and validate one raw sample (no transforms).
 
