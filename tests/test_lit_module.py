@@ -185,3 +185,38 @@ def test_nonfinite_loss_stops_before_the_step_naming_step_and_terms(tmp_path) ->
     assert "loss_center=" in msg and "loss_mask=" in msg
     # no optimiser step happened: every weight is unchanged (BN running stats may move)
     assert all(torch.equal(before[k], p) for k, p in module.named_parameters())
+
+
+def test_predictions_do_not_depend_on_the_eval_batch_size(tmp_path) -> None:
+    """Batch sizes 1, 2 and 4 give the same person maps (images of several padded sizes)."""
+    from conftest import compose_config, tiny_data_overrides
+
+    cfg = compose_config("eval", [*tiny_data_overrides(tmp_path / "data"), "data.num_val=6",
+                                  "data.num_train=1"], tmp_path)  # fmt: skip
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    torch.manual_seed(0)
+    low = {f"test_cfg.{k}": 0.0 for k in ("ctr_score_thr", "cate_score_thr", "update_thr",
+                                           "cand_score_thr", "mask_thr")}  # fmt: skip
+    module = make_module()
+    module.net = hydra.utils.instantiate(tiny_net_config(**low)).eval()
+    results = {}
+    for batch_size in (1, 2, 4):
+        datamodule.eval_batch_size = batch_size
+        preds = {}
+        with torch.no_grad():
+            for batch in datamodule.val_dataloader():
+                outputs = module.validation_step(batch, 0)
+                preds.update(zip(batch["image_ids"], outputs))
+        results[batch_size] = preds
+    sizes = {b["metas"][0]["pad_size"] for b in datamodule.val_dataloader()}
+    assert len(sizes) > 1  # batches really are padded: the test means something
+    assert sum(len(p["scores"]) for p in results[1].values()) > 0
+    for batch_size in (2, 4):
+        assert results[batch_size].keys() == results[1].keys()
+        for image_id, pred in results[1].items():
+            other = results[batch_size][image_id]
+            assert torch.equal(pred["parsing"], other["parsing"]), (batch_size, image_id)
+            assert torch.equal(pred["scores"], other["scores"]), (batch_size, image_id)
+    assert module.val_metrics.compute()["APp@0.1"] >= 0  # the metric was fed on the way

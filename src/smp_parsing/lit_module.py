@@ -158,16 +158,39 @@ class SMPLitModule(LightningModule):
         return loss
 
     # -------------------------------------------------------------- evaluation
+    def predict_images(self, images: Tensor, metas: list[dict]) -> list[dict[str, Tensor]]:
+        """Decoded predictions of a collated batch, each image on its own (the paper's protocol).
+
+        The collate pads a batch to its largest image, and the S x S grids span the padded
+        tensor: batched, an image's cells (hence its persons) would depend on its batch mates.
+        Each image is cropped back to its own ``pad_size`` and run alone, so that the metrics do
+        not depend on the batch size, the worker count or the number of devices (batched
+        kernels may also round differently from single-image ones).
+
+        Args:
+            images: ``B x 3 x H x W`` (collated, zero-padded to the batch maximum).
+            metas: per image ``pad_size`` (its own padded size; the whole tensor when absent),
+                ``img_size`` and ``ori_size`` for the decode.
+
+        Returns:
+            Per image the network's ``predict`` output (``parsing`` ``P x H0 x W0``, ``scores``).
+        """
+        preds = []
+        for image, meta in zip(images, metas):
+            height, width = meta.get("pad_size", image.shape[-2:])
+            single = image[None, :, :height, :width]
+            preds += self.net.predict(self.net(single), [meta])
+        return preds
+
     def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
-        """Decode one batch and feed the metric; accumulates the inference time for FPS."""
+        """Decode one batch image by image and feed the metric; times the inference for FPS."""
         if batch is None:  # every sample skipped as bad
             return []
         images = batch["images"]
         if images.is_cuda:
             torch.cuda.synchronize(images.device)
         t0 = time.perf_counter()
-        outputs = self.net(images)
-        preds = self.net.predict(outputs, batch["metas"])
+        preds = self.predict_images(images, batch["metas"])
         if images.is_cuda:
             torch.cuda.synchronize(images.device)
         self._infer_seconds += time.perf_counter() - t0
@@ -194,7 +217,12 @@ class SMPLitModule(LightningModule):
             self.log(f"{prefix}/{name}", float(value), sync_dist=False,
                      prog_bar=name in PROGRESS_BAR_METRICS)  # fmt: skip
         fps = self._infer_images / self._infer_seconds if self._infer_seconds > 0 else 0.0
+        # Collectives only here, at the epoch end: under DDP the ranks' step counts may differ
+        # by one (data/sampler.ShardSampler repeats no image), so no step may wait for the others.
         self.log(f"{prefix}/fps", fps, sync_dist=True)
+        # images evaluated over all ranks: each once (a repeated one would also count twice)
+        self.log(f"{prefix}/num_images", float(self._infer_images), sync_dist=True,
+                 reduce_fx="sum")  # fmt: skip
         metric.reset()
         return {k: float(v) for k, v in values.items()}
 
