@@ -54,6 +54,35 @@ def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path) ->
     with pytest.raises(OSError, match="disk full"):
         AtomicModelCheckpoint(dirpath=tmp_path)._save_checkpoint(fake_trainer(save), str(target))
     assert target.read_bytes() == b"old complete checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the temp file removed
+
+
+def test_lightning_saves_through_the_atomic_override(tmp_path: Path, monkeypatch) -> None:
+    # The tests above call _save_checkpoint by hand; this one checks that a real fit reaches it
+    # (a Lightning release that renamed the hook would silently bypass the atomic write).
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    written = []
+    save = pl.Trainer.save_checkpoint
+
+    def spy(self, filepath, *args, **kwargs):
+        written.append(Path(filepath).name)
+        return save(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", spy)
+    callback = AtomicModelCheckpoint(
+        dirpath=tmp_path, save_last=True, filename="e{epoch}", auto_insert_metric_name=False
+    )
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
+        callbacks=[callback], logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    pid = os.getpid()
+    assert written and all(name.endswith(f".tmp-{pid}") for name in written), written
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["e1.ckpt", "last.ckpt"]
+    assert not list(tmp_path.glob("*.tmp-*"))
 
 
 def test_rng_state_round_trip_and_weights_only_loadable(tmp_path: Path) -> None:

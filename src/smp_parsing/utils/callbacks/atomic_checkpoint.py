@@ -17,6 +17,7 @@ resuming requires.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from weakref import proxy
 
@@ -48,10 +49,18 @@ class AtomicModelCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         tmp_path = f"{filepath}.tmp-{os.getpid()}"
-        # Every rank must call save_checkpoint (it may gather sharded state); rank 0 writes.
-        trainer.save_checkpoint(tmp_path, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp_path, filepath)
+        try:
+            # Every rank must call save_checkpoint (it may gather sharded state); rank 0 writes.
+            trainer.save_checkpoint(tmp_path, self.save_weights_only)
+            if trainer.is_global_zero:
+                os.replace(tmp_path, filepath)
+        except BaseException:
+            # A failed save (disk full, an error while serialising, Ctrl-C) must not leave a
+            # checkpoint-sized temp file behind at every attempt; the previous file stays intact.
+            if trainer.is_global_zero:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp_path)
+            raise
         trainer.strategy.barrier("AtomicModelCheckpoint.replace")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
