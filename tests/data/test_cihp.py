@@ -308,8 +308,15 @@ def test_cihp_experiment_trains_two_steps_on_synthetic_cihp(tmp_path):
     from .builders import write_synthetic_cihp
 
     root = write_synthetic_cihp(tmp_path / "CIHP", "coco")
-    overrides = ["experiment=cihp_r101_dcn", *TINY_NET_OVERRIDES, f"data.data_dir={root}",
-                 "data.train_dataset.layout=coco", *TINY_DATA_COMMON, *TINY_TRAINER_OVERRIDES]  # fmt: skip
+    overrides = [
+        "experiment=cihp_r101_dcn",
+        *TINY_NET_OVERRIDES,
+        f"data.data_dir={root}",
+        "data.train_dataset.layout=coco",
+        *TINY_DATA_COMMON,
+        *TINY_TRAINER_OVERRIDES,
+        "stage=main",  # two steps of the main stage (the MIR stage after it: tests/test_train.py)
+    ]  # fmt: skip  (the experiment's MIR stage is tested with MHP)
     cfg = compose_config("train", overrides, tmp_path / "run")
     assert cfg.data.val_dataset.layout == "coco" and cfg.model.net.num_classes == 20
     assert list(cfg.model.net.backbone.dcn_stages) == [False, True, True, True]
