@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import LOW_THRESHOLDS, TINY_DATA_COMMON, compose_config, tiny_data_overrides
+from conftest import LOW_THRESHOLDS, compose_config, tiny_data_overrides
 from smp_parsing.evaluate import evaluate, format_metrics_table
 
 
@@ -69,7 +69,44 @@ def test_evaluate_errors_are_clear(trained_run, synthetic_root, tmp_path) -> Non
                                   f"ckpt_path={bad}"], tmp_path)  # fmt: skip
     with pytest.raises(ValueError, match="broken.ckpt: not a readable checkpoint"):
         evaluate(cfg)
-    assert TINY_DATA_COMMON  # shared settings are importable by other test modules
+    # a network of 59 classes cannot score a 15-class data set: said before any data is read
+    cfg = compose_config("eval", [f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+                                  "data=densepose", "extras.print_config=false"], tmp_path)  # fmt: skip
+    with pytest.raises(ValueError, match=r"last\.ckpt: the network predicts 59 classes "
+                                         r"\(synthetic\), the data set 'densepose' has 15"):  # fmt: skip
+        evaluate(cfg)
+
+
+def test_evaluate_from_the_checkpoint_alone_scores_the_runs_data(trained_run, synthetic_root,
+                                                                 tmp_path) -> None:  # fmt: skip
+    """``evaluate ckpt_path=X`` alone = the run's data set, preset and test transform."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    results = {}
+    for name, data in (("explicit", tiny_data_overrides(synthetic_root)), ("alone", [])):
+        overrides = [f"ckpt_path={ckpt}", *data, *LOW_THRESHOLDS, "split=val",
+                     "extras.print_config=false"]  # fmt: skip
+        metric_dict, objects = evaluate(compose_config("eval", overrides, tmp_path / name))
+        results[name] = {k: v for k, v in metric_dict.items() if not k.endswith("fps")}
+        # the tiny run's set and test size, not the synthetic preset's default (320 px)
+        assert objects["datamodule"].data_dir == synthetic_root
+        assert list(objects["data_cfg"].test_transforms.resize.short_sides) == [64]
+    assert results["alone"] == results["explicit"]
+    assert results["alone"]["val/mIoU"] > 0
+    saved = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    assert saved["dataset"] == "synthetic" and saved["data_dir"] == str(synthetic_root)
+
+
+def test_evaluate_older_checkpoint_without_metadata_warns(trained_run, synthetic_root, tmp_path,
+                                                          caplog) -> None:  # fmt: skip
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    del ckpt["smp_inference"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    cfg = compose_config("eval", [*eval_overrides(trained_run, synthetic_root, *LOW_THRESHOLDS,
+                                                  "split=val"), f"ckpt_path={old}"], tmp_path)  # fmt: skip
+    metric_dict, _ = evaluate(cfg)
+    assert "old.ckpt carries no smp_inference" in caplog.text
+    assert metric_dict["val/mIoU"] > 0
 
 
 def test_format_metrics_table() -> None:

@@ -56,6 +56,34 @@ def test_train_evaluate_predict_agree(trained_run, synthetic_root, tmp_path) -> 
         assert scored[key] == pytest.approx(metric_dict[f"val/{key}"], abs=1e-6), key
 
 
+def test_predict_from_the_checkpoint_alone_writes_the_same_person_maps(trained_run, synthetic_root,
+                                                                       tmp_path) -> None:  # fmt: skip
+    """No ``experiment=``/``data=``: the checkpoint's test transform (64 px here, not the synthetic
+    preset's 320 px) gives byte-identical person maps and scores; another label space is refused."""
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    images = synthetic_root / "val" / "images"
+    common = [f"ckpt_path={ckpt}", f"input={images}", *LOW_THRESHOLDS, "overlays=false",
+              "extras.print_config=false"]  # fmt: skip
+    outputs = {}
+    for name, data in (("explicit", tiny_data_overrides(synthetic_root)), ("alone", [])):
+        out = tmp_path / name / "pred"
+        cfg = compose_config("predict", [*common, *data, f"output={out}"], tmp_path / name)
+        result, _ = predict(cfg)
+        assert result["num_persons"] > 0
+        outputs[name] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert outputs["alone"] == outputs["explicit"]
+    # an explicit override wins: another test size gives other maps
+    out = tmp_path / "larger" / "pred"
+    cfg = compose_config("predict", [*common, "data.test_transforms.resize.short_sides=[96]",
+                                     f"output={out}"], tmp_path / "larger")  # fmt: skip
+    predict(cfg)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} != outputs["alone"]
+    cfg = compose_config("predict", [*common, "data=densepose", f"output={tmp_path}/dp"],
+                         tmp_path / "dp")  # fmt: skip
+    with pytest.raises(ValueError, match="predicts 59 classes .* 'densepose' has 15"):
+        predict(cfg)
+
+
 def test_predict_input_errors(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no such image or folder"):
         list_images(tmp_path / "missing")
@@ -92,8 +120,11 @@ def test_evaluate_and_predict_command_lines(trained_run, synthetic_root, tmp_pat
 
     out = run("smp_parsing.evaluate", f"ckpt_path={ckpt}", *data, f"hydra.run.dir={tmp_path}/ev")
     assert "APp50" in out and (tmp_path / "ev" / "metrics.json").is_file()
-    out = run("smp_parsing.predict", f"ckpt_path={ckpt}", *data, f"input={image}",
+    # the checkpoint alone (its stored test transform), as a user types it after training
+    out = run("smp_parsing.predict", f"ckpt_path={ckpt}", f"input={image}",
               f"output={tmp_path}/pred", f"hydra.run.dir={tmp_path}/pr")  # fmt: skip
     assert f"Predictions: {tmp_path}/pred" in out
     assert (tmp_path / "pred" / "scores.json").is_file()
     assert (tmp_path / "pred" / "overlays" / f"{image.stem}.png").is_file()
+    assert "resize {'_target_': 'smp_parsing.data.transforms.RandomShortSideResize', " \
+           "'short_sides': [64]" in (tmp_path / "pr" / "predict.log").read_text()  # fmt: skip
