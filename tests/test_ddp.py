@@ -1,5 +1,5 @@
-"""DDP: ``trainer=ddp_sim`` (2 CPU processes, gloo, ddp_spawn) trains, validates and evaluates
-with exactly the metrics one process gets on the same checkpoint."""
+"""DDP: ``trainer=ddp_sim`` (2-3 CPU processes, gloo, ddp_spawn) trains, validates and evaluates
+with exactly the metrics one process gets on the same checkpoint, each image counted once."""
 
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
             "callbacks.image_logger=null",
             # the linear scaling rule must see the total batch of all processes
             "model.scale_lr=true",
-            # one image per eval batch: the zero padding to a batch's largest image reaches the
-            # S x S grids, so predictions depend on which images share a batch
-            "data.eval_batch_size=1",
+            # each image is evaluated alone: 2 val images on 2 ranks equal one batch of 2
+            "data.eval_batch_size=2",
         ),  # fmt: skip
         tmp_path / "ddp",
     )
@@ -52,7 +51,7 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
             [
                 f"ckpt_path={summary['last_model_path']}",
                 *tiny_data_overrides(synthetic_root),
-                "data.eval_batch_size=1",
+                "data.eval_batch_size=1",  # any batch size gives the same predictions
                 # the network exactly as validated during training (no inference rewrites)
                 "fold_batchnorm=false",
                 "winograd=false",
@@ -68,20 +67,33 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
 
 
 @pytest.mark.slow
-def test_ddp_sim_evaluation_equals_one_process(trained_run, synthetic_root, tmp_path) -> None:
+def test_ddp_sim_evaluation_counts_each_image_once(trained_run, tmp_path) -> None:
+    """3 processes on 7 images (ranks get 3, 2, 2; batches of 2: 2, 1, 1 steps) equal one process.
+
+    Lightning's padding DistributedSampler would evaluate 9 images (two of them twice); a
+    collective per step would hang the ranks with fewer steps.
+    """
+    import hydra
+
+    root = tmp_path / "seven"
+    seven = [*tiny_data_overrides(root), "data.num_val=7", "data.num_train=1"]
+    hydra.utils.instantiate(compose_config("eval", seven, tmp_path).data).prepare_data()
     common = [
         f"ckpt_path={trained_run}/checkpoints/last.ckpt",
-        *tiny_data_overrides(synthetic_root),
+        *seven,
         *LOW_THRESHOLDS,
         "split=val",
         "extras.print_config=false",
-        "data.eval_batch_size=1",
-    ]  # one image per eval batch: batch composition reaches the grids
-    single, _ = evaluate(compose_config("eval", common, tmp_path / "one"))
-    double, _ = evaluate(compose_config("eval", [*common, "trainer=ddp_sim"], tmp_path / "two"))
+    ]
+    single, _ = evaluate(compose_config("eval", [*common, "data.eval_batch_size=4"],
+                                        tmp_path / "one"))  # fmt: skip
+    triple, _ = evaluate(compose_config("eval", [*common, "data.eval_batch_size=2",
+                                                 "trainer=ddp_sim", "trainer.devices=3"],
+                                        tmp_path / "three"))  # fmt: skip
+    assert single["val/num_images"] == triple["val/num_images"] == 7
     assert single["val/APp@0.1"] > 0 or single["val/mIoU"] > 0
     for key in COMPARED:
-        assert double[f"val/{key}"] == pytest.approx(single[f"val/{key}"], abs=1e-9), key
+        assert triple[f"val/{key}"] == pytest.approx(single[f"val/{key}"], abs=1e-9), key
 
 
 def test_each_rank_gets_its_own_seed() -> None:
