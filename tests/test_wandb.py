@@ -1,11 +1,21 @@
-"""W&B: offline without credentials, always finished, and a real offline run with our keys."""
+"""W&B: offline without credentials, always finished, and real offline runs read back.
+
+The offline run files (``<run>/wandb/offline-run-*/``) are what ``wandb sync`` uploads: the
+``run-<id>.wandb`` record log (history, summary, config, run records) and ``files/media`` (images,
+mask PNGs, table JSON). The dashboard tests read both back.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from conftest import compose_config, tiny_train_overrides
 from smp_parsing.utils import wandb_env
 
 
@@ -94,11 +104,27 @@ def read_wandb_records(path: Path):
             pending = b""
 
 
+def wait_for_run_file(path: Path, timeout: float = 30.0) -> list:
+    """All records of a finished offline run, once W&B's service has written them out.
+
+    ``wandb.finish`` returns before the service process has flushed its last blocks; until then
+    the file may hold only a prefix (or nothing) of the records. Wait for the ``exit`` record.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(read_wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path}: no exit record after {timeout} s")
+        time.sleep(0.2)
+
+
 def test_offline_wandb_run_holds_the_logged_keys_and_images(trained_run) -> None:
     runs = list((trained_run / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, runs
     history_keys, kinds, exit_codes, tags = set(), set(), [], []
-    for record in read_wandb_records(runs[0]):
+    for record in wait_for_run_file(runs[0]):
         kind = record.WhichOneof("record_type")
         kinds.add(kind)
         if kind == "history":
@@ -114,7 +140,7 @@ def test_offline_wandb_run_holds_the_logged_keys_and_images(trained_run) -> None
     }  # fmt: skip
     assert expected <= history_keys, expected - history_keys
     assert any(key.startswith("lr-") for key in history_keys)  # the LR monitor's key
-    assert "val/predictions/count" in history_keys  # the image-logging callback's panel
+    assert "val/predictions/0/path" in history_keys  # the image-logging callback's panels
     assert list((runs[0].parent / "files" / "media" / "images").rglob("*.png"))
     assert {"config", "summary"} <= kinds and tags == ["tiny"]
     assert exit_codes == [0]  # finished by the task wrapper
@@ -132,3 +158,182 @@ def test_tensorboard_gets_scalars_and_prediction_images(trained_run) -> None:
     assert len(images) == 2  # the two validation images of the first batch
     picture = acc.Images(images[0])[0]
     assert picture.width > picture.height  # overlay + legend + heatmap side by side
+
+
+# --------------------------------------------------------------------------------------------
+# The dashboard: a 2-epoch tiny run with the W&B logger (panels callback, interactive images)
+# --------------------------------------------------------------------------------------------
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+class OfflineRun:
+    """What an offline W&B run holds, rebuilt from its record log like the server would.
+
+    Attributes:
+        dir: the ``offline-run-*`` directory.
+        run_id: the run's id.
+        resumed: the run was started with ``resume`` set.
+        history: one dict per ``log`` call (flattened keys, JSON-decoded values).
+        summary: the final summary (nested keys joined with ``/``).
+        config: the final config (``{key: value}``, values decoded).
+    """
+
+    def __init__(self, run_file: Path) -> None:
+        self.dir = run_file.parent
+        self.history: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
+        self.config: dict[str, Any] = {}
+        for record in wait_for_run_file(run_file):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                self.run_id, self.resumed = record.run.run_id, bool(record.run.resume)
+                self._update_config(record.run.config.update)
+            elif kind == "history":
+                self.history.append(
+                    {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                     for i in record.history.item}
+                )  # fmt: skip
+            elif kind == "summary":
+                for item in record.summary.update:
+                    key = item.key or "/".join(item.nested_key)
+                    self.summary[key] = json.loads(item.value_json)
+            elif kind == "config":
+                self._update_config(record.config.update)
+
+    def _update_config(self, updates) -> None:
+        for item in updates:
+            _set_path(self.config, [item.key] if item.key else list(item.nested_key),
+                      json.loads(item.value_json))  # fmt: skip
+
+    def values(self, key: str) -> list[Any]:
+        """Every logged value of ``key``, in order."""
+        return [row[key] for row in self.history if key in row]
+
+    def table(self, key: str, index: int = -1) -> dict[str, Any]:
+        """The ``index``-th logged ``wandb.Table`` of ``key`` (``columns``, ``data``)."""
+        path = self.values(f"{key}/path")[index]
+        return json.loads((self.dir / "files" / path).read_text())
+
+
+def offline_runs(run_dir: Path) -> list[OfflineRun]:
+    """The offline W&B runs of a run directory, oldest first."""
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    return [OfflineRun(f) for f in files]
+
+
+PANELS_OVERRIDES = [
+    "logger=wandb",
+    "tags=[dashboard]",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=1",
+    "callbacks.lr_monitor=null",
+    "++callbacks.wandb_panels._target_=smp_parsing.utils.callbacks.wandb_panels.WandbPanels",
+    "++callbacks.wandb_panels.dataset=synthetic",
+    # an untrained network scores nothing above the paper's thresholds: persons for the masks
+    "model.net.test_cfg.ctr_score_thr=0.0",
+    "model.net.test_cfg.cate_score_thr=0.0",
+    "model.net.test_cfg.update_thr=0.0",
+]
+
+
+def train_panels_run(synthetic_root: Path, run_dir: Path, *extra: str) -> None:
+    from smp_parsing.train import train
+
+    overrides = tiny_train_overrides(synthetic_root, *PANELS_OVERRIDES, *extra)
+    train(compose_config("train", overrides, run_dir))
+
+
+@pytest.fixture(scope="module")
+def panels_run(synthetic_root, tmp_path_factory) -> OfflineRun:
+    """Two epochs (two validations) of the tiny synthetic run, logged to offline W&B."""
+    run_dir = tmp_path_factory.mktemp("wandb_panels")
+    train_panels_run(synthetic_root, run_dir)
+    runs = offline_runs(run_dir)
+    assert len(runs) == 1, [r.dir for r in runs]
+    return runs[0]
+
+
+def test_prediction_images_carry_labelled_mask_layers_and_person_boxes(panels_run) -> None:
+    from PIL import Image
+
+    from smp_parsing.metadata import MHP_V2_CLASSES
+
+    run = panels_run
+    names = {str(i): name for i, name in enumerate(MHP_V2_CLASSES)}
+    mask_labels = run.config["_wandb"]["mask/class_labels"]
+    for i in range(2):  # num_images=4, but the tiny validation set has two images
+        key = f"val/predictions/{i}"
+        for layer in ("prediction", "ground_truth"):
+            assert mask_labels[f"{key}_wandb_delimeter_{layer}"]["value"] == names, layer
+        for layer in ("persons", "gt_persons"):
+            person_names = mask_labels[f"{key}_wandb_delimeter_{layer}"]["value"]
+            assert person_names["0"] == "no person" and person_names["1"] == "person 1"
+        # every_n_epochs=1: both validations, the same image each time (epochs compare)
+        captions = run.values(f"{key}/caption")
+        assert len(captions) == 2 and captions[0] == captions[1]
+        files = run.dir / "files"
+        masks = {
+            layer: np.asarray(Image.open(files / run.values(f"{key}/masks/{layer}/path")[-1]))
+            for layer in ("prediction", "persons", "ground_truth", "gt_persons")
+        }
+        picture = Image.open(files / run.values(f"{key}/path")[-1])
+        assert all(m.shape == (picture.height, picture.width) for m in masks.values())
+        gt, gt_ids = masks["ground_truth"], masks["gt_persons"]
+        assert gt.any() and set(np.unique(gt)) <= set(range(len(MHP_V2_CLASSES)))
+        assert set(np.unique(masks["prediction"])) <= set(range(len(MHP_V2_CLASSES)))
+        # persons stay apart: the id layer is non-zero exactly where the GT has a part
+        assert ((gt_ids > 0) == (gt > 0)).all() and len(np.unique(gt_ids)) >= 2
+        assert ((masks["persons"] > 0) == (masks["prediction"] > 0)).all()
+        boxes = json.loads((files / run.values(f"{key}/boxes/persons/path")[-1]).read_text())
+        predicted = set(np.unique(masks["persons"])) - {0}
+        assert {b["class_id"] for b in boxes["box_data"]} == predicted
+        assert all(0.0 <= b["scores"]["score"] <= 1.0 for b in boxes["box_data"])
+        assert len(run.values(f"val/center_heatmap/{i}/path")) == 2
+
+
+def test_class_iou_and_threshold_tables_match_the_logged_scalars(panels_run) -> None:
+    from smp_parsing.metadata import MHP_V2_CLASSES
+
+    run = panels_run
+    for index in range(2):
+        classes = run.table("val/class_iou", index)
+        assert classes["columns"] == ["class_id", "class", "IoU"]
+        assert [row[1] for row in classes["data"]] == list(MHP_V2_CLASSES)  # one row per class
+        ious = [row[2] for row in classes["data"] if row[2] is not None]
+        # the mIoU logged at this validation is the mean of the table's IoUs
+        assert np.mean(ious) == pytest.approx(run.values("val/mIoU")[index], abs=1e-6)
+
+        curves = run.table("val/thresholds", index)
+        assert curves["columns"] == ["iou_threshold", "APp", "PCP"]
+        assert [row[0] for row in curves["data"]] == pytest.approx([k / 10 for k in range(1, 10)])
+        app = [row[1] for row in curves["data"]]
+        assert np.mean(app) == pytest.approx(run.values("val/APpvol")[index], abs=1e-6)
+        assert app[4] == pytest.approx(run.values("val/APp50")[index], abs=1e-6)
+        assert curves["data"][4][2] == pytest.approx(run.values("val/PCP50")[index], abs=1e-6)
+
+    charts = run.config["_wandb"]["visualize"]
+    assert charts["val/class_iou_bar"]["panel_config"]["panelDefId"] == "wandb/bar/v0"
+    for key, y in (("val/APp_curve", "APp"), ("val/PCP_curve", "PCP")):
+        config = charts[key]["panel_config"]
+        assert config["panelDefId"] == "wandb/line/v0"
+        assert config["fieldSettings"] == {"x": "iou_threshold", "y": y, "stroke": None}
+
+
+def test_summary_keeps_the_best_values_and_the_run_config_the_sweep_keys(panels_run) -> None:
+    run = panels_run
+    for name in ("APp50", "APpvol", "PCP50", "mIoU"):
+        logged = run.values(f"val/{name}")
+        assert len(logged) == 2
+        assert run.summary[f"val/{name}"] == {"max": max(logged)}, name
+    config = run.config
+    assert {k: config[k] for k in ("backbone", "grid", "epsilon", "rfr", "mir", "stage")} == {
+        "backbone": "r18", "grid": 1.0, "epsilon": 0.2, "rfr": True, "mir": False,
+        "stage": "main",
+    }  # fmt: skip
+    assert config["dataset"] == "synthetic"
+    assert config["model"]["net"]["backbone"]["depth"] == 18  # the whole resolved config
+    assert run.summary["params"] == config["model/params/total"] > 0
+    assert run.summary["fps"] == pytest.approx(run.values("val/fps")[-1]) and run.summary["fps"] > 0
