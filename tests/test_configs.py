@@ -60,9 +60,23 @@ def test_experiment_composes_with_the_paper_recipe(name: str, tmp_path: Path) ->
         assert cfg.model.scheduler.warmup_iters == 500 and cfg.model.scheduler.warmup_ratio == 0.02
         assert cfg.trainer.gradient_clip_val == 35
         assert net.epsilon == 0.2 and net.rfr is True
+        # the accelerators present (DDP when several), 4 images per device (8 x 4 = the paper's
+        # 32), the lr scaled to the real total batch, the machine's precision, then MIR
+        trainer = OmegaConf.to_container(cfg.trainer)  # unresolved: the precision resolver
+        assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == (
+            "auto", "auto", "auto",
+        )  # fmt: skip
+        assert trainer["precision"] == "${default_precision:${trainer.accelerator}}"
+        assert cfg.trainer.precision == "32-true"  # no GPU here
+        assert trainer["sync_batchnorm"] is True and trainer["benchmark"] is False
+        assert cfg.data.batch_size == 4 and cfg.model.batch_size == 4 and cfg.model.scale_lr
+        assert cfg.stage == "main_mir" and cfg.mir_stage.max_epochs == 6
     else:
         assert cfg.data.dataset_name == "synthetic"
         assert net.backbone.depth == 18 and net.backbone.pretrained == "none"
+        # the CPU default, one process, fp32, main stage only
+        assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1
+        assert cfg.trainer.precision == "32-true" and cfg.stage == "main"
 
 
 @pytest.mark.parametrize("name", group_options("experiment", fast=("densepose_r101_dcn",)))
@@ -128,6 +142,23 @@ def test_sweep_presets_are_one_multirun(preset: str, axes: set[str], tmp_path) -
     cfg = compose_config("train", ["experiment=mhp_r101_dcn_1x", f"sweep={preset}"], tmp_path)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert set(cfg.hydra.sweeper.params) == axes
+    if preset == "table5":  # Table 5 reports the full model: MIR trains after the main stage
+        cfg = compose_config("train", ["experiment=synthetic", "sweep=table5"], tmp_path)
+        assert cfg.stage == "main_mir"
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "gpu"])
+def test_command_line_trainer_wins_over_the_experiment(trainer: str, tmp_path) -> None:
+    cfg = compose_config("train", ["experiment=mhp_r101_dcn", f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer.accelerator == "gpu" and cfg.data.batch_size == 4
+
+
+def test_every_trainer_config_keeps_cudnn_benchmark_off(tmp_path) -> None:
+    # multi-scale training: cuDNN would re-tune its algorithms for every new input shape
+    for path in sorted((Path(CONF_DIR) / "trainer").glob("*.yaml")):
+        cfg = compose_config("train", [f"trainer={path.stem}"], tmp_path)
+        assert cfg.trainer.benchmark is False, path.name
+        assert "16-mixed" != OmegaConf.to_container(cfg.trainer)["precision"], path.name
 
 
 @pytest.mark.slow

@@ -65,7 +65,10 @@ def experiment_overrides(name: str, synthetic_root: Path, tmp_path: Path) -> lis
         data = [f"data.data_dir={write_tiny_densepose(tmp_path)}", *TINY_DATA_COMMON]
     else:  # MHP v2: the synthetic set is written in the MHP v2 layout
         data = [f"data.data_dir={synthetic_root}", *TINY_DATA_COMMON]
-    return [f"experiment={name}", *TINY_NET_OVERRIDES, *data, *TINY_TRAINER_OVERRIDES]
+    # the main stage only: the paper experiments train MIR after it by default (stage=main_mir,
+    # run by test_main_then_mir_in_one_job)
+    stage = [] if name == "synthetic" else ["stage=main"]
+    return [f"experiment={name}", *TINY_NET_OVERRIDES, *data, *TINY_TRAINER_OVERRIDES, *stage]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -7,26 +7,47 @@ Stages (``stage=...``, paper section 4.3):
     ``main_mir``  both, one after the other, in one job (what a Table 3 sweep needs).
 
 ``ckpt_path=<run>/checkpoints/last.ckpt`` with ``stage=main`` resumes an interrupted run
-(weights, optimiser, schedule, loop counters). The job writes ``<output_dir>/metrics.json`` with the
-best/last checkpoint paths and the final metrics, and returns ``cfg.optimized_metric`` for Optuna.
+(weights, optimiser, schedule, loop counters, data position, RNG, best score) in that run's own
+directory (hydra/default.yaml), with the same CSV / TensorBoard versions and W&B run.
+``resume=auto`` finds the newest checkpoint of the run by itself; inside a SLURM / torchrun job
+that is the default, so a requeued job continues where it stopped (in whichever stage).
+SIGTERM / SIGINT stop after the current step with ``checkpoints/preempted.ckpt``, exit status 143
+and one line saying how to resume (utils/callbacks/preemption.py). The job writes
+``<output_dir>/metrics.json`` with the best/last checkpoint paths and the final metrics (the mark
+of a finished run), and returns ``cfg.optimized_metric`` for Optuna.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import uuid
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
+from smp_parsing.utils.accelerator import deterministic_mode
+from smp_parsing.utils.callbacks.preemption import Preempted, PreemptionCheckpoint
 from smp_parsing.utils.checkpoint import inference_metadata
 from smp_parsing.utils.hyperparams import log_hyperparameters
 from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_loggers
-from smp_parsing.utils.run_context import check_ddp_launch, job_number, job_overrides, sweep_group
+from smp_parsing.utils.run_context import (
+    START_OVERRIDES,
+    check_ddp_launch,
+    find_resume_checkpoint,
+    job_key,
+    job_number,
+    job_overrides,
+    sweep_group,
+    wants_resume,
+)
 from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 from smp_parsing.utils.wandb_env import finish_wandb
@@ -46,7 +67,8 @@ def stage_config(cfg: DictConfig, stage: str, after_main: bool) -> DictConfig:
 
     The MIR view applies ``cfg.mir_stage``: its ``net`` switches merged into ``model.net``, its
     ``scheduler`` keys into ``model.scheduler``, ``max_epochs`` into the trainer. When it follows a
-    main stage in the same job its checkpoints go to ``<checkpoints>/mir``.
+    main stage in the same job its checkpoints (every callback's ``dirpath``) go to
+    ``<checkpoints>/mir`` and Lightning's own files (SLURM ``hpc_ckpt_*``) to ``<run>/mir``.
     """
     out = cfg.copy()
     with open_dict(out):
@@ -58,9 +80,12 @@ def stage_config(cfg: DictConfig, stage: str, after_main: bool) -> DictConfig:
         if out.model.get("scheduler") is not None and mir.get("scheduler"):
             out.model.scheduler = OmegaConf.merge(out.model.scheduler, mir.scheduler)
         out.trainer.max_epochs = mir.max_epochs
-        ckpt_cb = OmegaConf.select(out, "callbacks.model_checkpoint")
-        if after_main and ckpt_cb is not None and ckpt_cb.get("dirpath"):
-            ckpt_cb.dirpath = str(Path(ckpt_cb.dirpath) / "mir")
+        if after_main:
+            for cb in (out.get("callbacks") or {}).values():
+                if isinstance(cb, DictConfig) and cb.get("dirpath"):
+                    cb.dirpath = str(Path(cb.dirpath) / "mir")
+            if out.trainer.get("default_root_dir"):
+                out.trainer.default_root_dir = str(Path(out.trainer.default_root_dir) / "mir")
     return out
 
 
@@ -103,6 +128,47 @@ def _last_checkpoint(ckpt_cb: Any) -> str | None:
     return path
 
 
+def wandb_run_id(run_dir: str | Path, stage: str) -> str:
+    """The W&B run id of this run and stage, kept in ``<run>/wandb_id_<stage>.txt``: a resumed or
+    requeued run logs into the same W&B run (``resume="allow"``)."""
+    path = Path(run_dir) / f"wandb_id_{stage}.txt"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
+def continue_loggers(cfg: DictConfig) -> None:
+    """Make a resumed run write into the logs it started (in place, on ``cfg.logger``).
+
+    CSV and TensorBoard get the stage as their version (``csv/main/metrics.csv``, appended to
+    on resume; ``tensorboard/mir/``) instead of a new ``version_<n>`` per start; W&B gets the
+    run's stored id with ``resume="allow"``.
+    """
+    loggers = cfg.get("logger") or {}
+    with open_dict(cfg):
+        for lg in loggers.values():
+            if not isinstance(lg, DictConfig):
+                continue
+            target = str(lg.get("_target_", ""))
+            if target.endswith(("CSVLogger", "TensorBoardLogger")) and lg.get("version") is None:
+                lg.version = cfg.model.stage
+            if target.endswith("WandbLogger"):
+                if not lg.get("id"):
+                    lg.id = wandb_run_id(cfg.paths.output_dir, cfg.model.stage)
+                lg.resume = "allow"
+
+
+def resume_command(ckpt_path: str | None) -> str:
+    """The command line that continues this run from ``ckpt_path``."""
+    keep = [o for o in job_overrides() if o.split("=", 1)[0].lstrip("+~") not in START_OVERRIDES]
+    args = [*keep, f"ckpt_path={ckpt_path}"] if ckpt_path else [*keep, "resume=auto"]
+    return " ".join(["python -m smp_parsing.train", *(shlex.quote(a) for a in args)])
+
+
 def stage_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     """``{"APp50": ..}`` from logged ``{"<prefix>/APp50": tensor, ..}`` (other prefixes dropped)."""
     head = f"{prefix}/"
@@ -129,6 +195,7 @@ def fit_stage(
         load_init_weights(model, ckpt_path, list(cfg.model.get("mir_modules", [])))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    continue_loggers(cfg)
     group = sweep_group()
     if OmegaConf.select(cfg, "logger.wandb") is not None:
         with open_dict(cfg):
@@ -138,6 +205,10 @@ def fit_stage(
             if cfg.model.stage == "mir" and cfg.logger.wandb.get("name"):
                 cfg.logger.wandb.name = f"{cfg.logger.wandb.name}-mir"
     loggers = instantiate_loggers(cfg.get("logger"))
+    with open_dict(cfg):
+        cfg.trainer.deterministic = deterministic_mode(
+            cfg.trainer.get("deterministic"), cfg.trainer.get("accelerator")
+        )
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
@@ -145,9 +216,13 @@ def fit_stage(
     log_hyperparameters(object_dict)
 
     log.info("Starting training (stage %s)", cfg.model.stage)
-    # weights_only: a checkpoint is data (Lightning's default depends on the torch version)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path if resume else None,
-                weights_only=True)  # fmt: skip
+    try:
+        # weights_only: a checkpoint is data (Lightning's default depends on the torch version)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path if resume else None,
+                    weights_only=True)  # fmt: skip
+    except SIGTERMException:
+        # SIGTERM / SIGINT (PreemptionCheckpoint saved the step reached) or SLURM's requeue
+        raise preempted(trainer) from None
     metric_dict: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items()}
 
     ckpt_cb = trainer.checkpoint_callback
@@ -174,6 +249,19 @@ def fit_stage(
     return metric_dict, object_dict
 
 
+def preempted(trainer: pl.Trainer) -> Preempted:
+    """The :class:`Preempted` exit of a run stopped by a signal, after logging how to resume."""
+    saver = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+    ckpt = (saver.saved_path if saver else None) or _last_checkpoint(trainer.checkpoint_callback)
+    command = resume_command(ckpt)
+    if trainer.is_global_zero:
+        where = f"checkpoint {ckpt}" if ckpt else "no checkpoint saved"
+        requeue = " (a requeued SLURM / torchrun job resumes by itself)" if job_key() else ""
+        log.warning("Stopped at global step %d, %s. Resume with: %s%s",
+                    trainer.global_step, where, command, requeue)  # fmt: skip
+    return Preempted(ckpt or "", command)
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the stages of ``cfg.stage``; returns ``(metric_dict, object_dict)``.
@@ -192,18 +280,30 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
 
     ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path and wants_resume(cfg.get("resume")):
+        found = find_resume_checkpoint(cfg.paths.output_dir)
+        if found is not None:
+            log.info("Resuming from the run's newest checkpoint %s", found)
+            ckpt_path = str(found)
+        else:
+            log.info("Nothing to resume in %s: starting the run", cfg.paths.output_dir)
     plan = STAGE_PLANS[cfg.stage]
     if plan == ("mir",) and not ckpt_path:
         raise ValueError("stage=mir trains MIR on top of a trained network: pass ckpt_path=<.ckpt>")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    first = 0
+    if ckpt_path and len(plan) > 1 and checkpoint_stage(ckpt_path) == "mir":
+        # interrupted in the MIR stage of a main_mir job: the main stage is done
+        first = plan.index("mir")
+        log.info("%s is a MIR-stage checkpoint: resuming the MIR stage", ckpt_path)
 
     metric_dict: dict[str, Any] = {}
     object_dict: dict[str, Any] = {}
     stages: dict[str, Any] = {}
-    for i, stage in enumerate(plan):
+    for i, stage in enumerate(plan[first:], first):
         s_cfg = stage_config(cfg, stage, after_main=i > 0)
-        if i == 0:
+        if i == first:
             # Resume when the checkpoint is of this very stage; otherwise it only gives weights.
             resume = bool(ckpt_path) and (stage == "main" or checkpoint_stage(ckpt_path) == "mir")
             s_ckpt = ckpt_path

@@ -1,19 +1,23 @@
 """Run-level safety net shared by the entry points (the lightning-hydra-template pattern).
 
 Whatever happens inside a task, the W&B run is finished (a failed sweep job must not leak its run
-into the next job of the same process) and the output directory is printed.
+into the next job of the same process) and the output directory is printed. A run stopped by a
+signal (:class:`~smp_parsing.utils.callbacks.preemption.Preempted`) is marked as pre-empted in
+W&B, not as crashed: its resume continues the same W&B run.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from smp_parsing.utils.callbacks.preemption import Preempted
 from smp_parsing.utils.wandb_env import ensure_wandb_mode, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,10 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict, dict]]) -> Callable:
             result = task(cfg)
             failed = False
             return result
+        except Preempted:
+            failed = False
+            _mark_wandb_preempting()
+            raise
         except Exception:
             log.exception("Task %s failed.", task.__name__)
             raise
@@ -56,3 +64,11 @@ def task_wrapper(task: Callable[[DictConfig], tuple[dict, dict]]) -> Callable:
             finish_wandb(failed=failed)
 
     return wrapped
+
+
+def _mark_wandb_preempting() -> None:
+    if "wandb" in sys.modules:  # never imported: no run to mark
+        import wandb
+
+        if wandb.run is not None:
+            wandb.run.mark_preempting()

@@ -3,6 +3,7 @@
 from smp_parsing.utils.callbacks.atomic_checkpoint import AtomicModelCheckpoint
 from smp_parsing.utils.callbacks.image_logger import ParsingImageLogger
 from smp_parsing.utils.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from smp_parsing.utils.callbacks.preemption import Preempted, PreemptionCheckpoint
 from smp_parsing.utils.callbacks.rank_seed import PerRankSeed
 
 __all__ = [
@@ -11,4 +12,6 @@ __all__ = [
     "NonFiniteLossGuard",
     "ParsingImageLogger",
     "PerRankSeed",
+    "Preempted",
+    "PreemptionCheckpoint",
 ]

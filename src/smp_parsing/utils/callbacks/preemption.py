@@ -1,0 +1,233 @@
+"""Stop at the end of the current step on SIGTERM / SIGINT and save the exact state reached.
+
+Lightning already turns SIGTERM into a graceful stop: its handler sets ``trainer.received_sigterm``
+and the loops raise ``SIGTERMException`` at the next step boundary (after the optimiser step, the
+schedulers and the loggers; under DDP rank 0's flag is broadcast every step, so all ranks stop at
+the same step). Nothing is saved, though: the work since the last epoch-end checkpoint is lost.
+This callback
+
+- treats SIGINT (Ctrl-C) the same way: the first one stops after the current step, a second one
+  aborts at once (Lightning's own KeyboardInterrupt handling);
+- saves ``<dirpath>/preempted.ckpt`` in ``on_exception`` (before Lightning finalises the
+  loggers), atomically (a temporary file in the same directory, then ``os.replace``): weights,
+  optimiser, schedulers, loop progress (epoch and batch within it: the train sampler skips the
+  batches already trained, ``data/sampler.py``), callbacks (``ModelCheckpoint``'s best score and
+  top-k) and the RNG states (``SMPLitModule.on_save_checkpoint``);
+- makes the DataLoader workers ignore SIGTERM / SIGINT: SLURM and a terminal signal the whole
+  process group, and a worker killed by it makes the main process raise "DataLoader worker
+  is killed by signal" (torch's SIGCHLD handler) at an arbitrary point instead of stopping at a
+  step boundary. The main process still shuts its workers down when it exits (and they exit
+  when it dies).
+
+SLURM's pre-timeout signal is SIGUSR1 (``hydra/launcher=slurm``), handled by Lightning's
+``SLURMEnvironment`` (``hpc_ckpt_<n>.ckpt`` + requeue); the SIGTERM SLURM sends at the time
+limit or on pre-emption then lands here. ``smp_parsing.train`` turns the stop into
+:class:`Preempted`, with one line saying how to resume.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+# 128 + SIGTERM, what a shell reports for a process stopped by SIGTERM: not a success (a script
+# chaining `train && evaluate` must not evaluate an unfinished model), not a crash either.
+PREEMPTED_EXIT_CODE = 143
+# the data module methods whose loaders run during a fit
+LOADER_METHODS = ("train_dataloader", "val_dataloader")
+
+
+class Preempted(SystemExit):
+    """Training stopped by a signal after saving ``checkpoint`` (exit status 143).
+
+    Attributes:
+        checkpoint: the checkpoint of the step reached.
+        resume_command: the command line that continues the run.
+    """
+
+    def __init__(self, checkpoint: str, resume_command: str) -> None:
+        super().__init__(PREEMPTED_EXIT_CODE)
+        self.checkpoint = checkpoint
+        self.resume_command = resume_command
+
+
+class IgnoreTerminationSignals:
+    """``worker_init_fn`` wrapper: ignore SIGTERM and SIGINT in a DataLoader worker, then call
+    the wrapped function (a class, not a closure, so that it pickles for ``spawn`` workers).
+
+    Without a wrapped function it calls Lightning's ``pl_worker_init_function`` when
+    ``seed_everything(workers=True)`` asked for it, as Lightning would have (it only adds its
+    own to loaders without a ``worker_init_fn``).
+    """
+
+    def __init__(self, fn: Callable[[int], Any] | None = None) -> None:
+        self.fn = fn
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.fn is not None:
+            self.fn(worker_id)
+        elif os.environ.get("PL_SEED_WORKERS") == "1":
+            from lightning.fabric.utilities.seed import pl_worker_init_function
+
+            pl_worker_init_function(worker_id)
+
+
+def _shielded(method: Callable[[], Any]) -> Callable[[], Any]:
+    """A data module's ``*_dataloader`` method whose loaders get :class:`IgnoreTerminationSignals`
+    (set on the data module instance for the duration of a fit; a function, not a callable
+    object, because Lightning compares the ``__code__`` of hooks to find the overridden ones)."""
+
+    @functools.wraps(method)
+    def build() -> Any:
+        loaders = method()
+        shield_workers(loaders)
+        return loaders
+
+    build.smp_shielded = True  # type: ignore[attr-defined]
+    return build
+
+
+def _loaders(obj: Any) -> Iterable[DataLoader]:
+    if isinstance(obj, DataLoader):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _loaders(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from _loaders(value)
+
+
+def shield_workers(loaders: Any) -> int:
+    """Make the workers the ``loaders`` start from now on ignore SIGTERM / SIGINT.
+
+    Returns:
+        How many loaders were changed (loaders without workers, or already shielded, are not).
+    """
+    changed = 0
+    for loader in _loaders(loaders):
+        if loader.num_workers > 0 and not isinstance(
+            loader.worker_init_fn, IgnoreTerminationSignals
+        ):
+            loader.worker_init_fn = IgnoreTerminationSignals(loader.worker_init_fn)
+            changed += 1
+    return changed
+
+
+def save_atomically(trainer: pl.Trainer, path: str | os.PathLike) -> str:
+    """``trainer.save_checkpoint`` to a temporary sibling, then ``os.replace`` (rank 0 writes;
+    every rank must call it, as ``save_checkpoint`` itself)."""
+    path = str(path)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    if trainer.is_global_zero:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(tmp_path)
+    if trainer.is_global_zero:
+        os.replace(tmp_path, path)
+    trainer.strategy.barrier("save_atomically")
+    return path
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM / SIGINT: stop after the current step and save its exact state.
+
+    Args:
+        dirpath: directory of the checkpoint (the run's ``checkpoints/``).
+        filename: its name, without ``.ckpt``.
+        catch_sigint: stop gracefully on the first SIGINT too (SIGTERM always, by Lightning).
+    """
+
+    def __init__(
+        self, dirpath: str | os.PathLike, filename: str = "preempted", catch_sigint: bool = True
+    ) -> None:
+        self.dirpath = str(dirpath)
+        self.filename = filename
+        self.catch_sigint = catch_sigint
+        self.saved_path: str | None = None
+        self.saved_step: int | None = None
+        self._trainer: pl.Trainer | None = None
+        self._previous_sigint: Any = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.dirpath, f"{self.filename}.ckpt")
+
+    # ------------------------------------------------------------------ signals
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        trainer = self._trainer
+        if trainer is None or trainer.received_sigterm:
+            # second Ctrl-C (or no training running): abort now, as without this callback
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        log.warning("SIGINT: stopping after the current step (press Ctrl-C again to abort now).")
+        # the flag Lightning's own SIGTERM handler sets; the loops check it at step boundaries
+        trainer._signal_connector.received_sigterm = True
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._trainer = trainer
+        self.saved_path = self.saved_step = None
+        if self.catch_sigint and _in_main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        # The loaders are built later (and the persistent validation workers started before any
+        # hook runs between building and iterating): shield them as the data module builds them.
+        datamodule = trainer.datamodule
+        for name in LOADER_METHODS if datamodule is not None else ():
+            method = getattr(datamodule, name, None)
+            if is_overridden(name, datamodule) and not getattr(method, "smp_shielded", False):
+                setattr(datamodule, name, _shielded(method))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._trainer = None
+        datamodule = trainer.datamodule
+        for name in LOADER_METHODS if datamodule is not None else ():
+            if getattr(datamodule.__dict__.get(name), "smp_shielded", False):
+                delattr(datamodule, name)  # back to the class's method
+        if self._previous_sigint is not None and _in_main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # loaders not built by a data module (the train loader's workers start at its first
+        # batch; validation workers started by the sanity check are not reached)
+        shield_workers(trainer.train_dataloader)
+
+    # --------------------------------------------------------------- the save
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Only the loops' own stop: they raise it at a step boundary, so the state is that of the
+        # last completed step (a KeyboardInterrupt or an error may come from inside a step).
+        if trainer.state.fn != "fit" or not isinstance(exception, SIGTERMException):
+            return
+        self.saved_path = save_atomically(trainer, self.path)
+        self.saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            log.info(
+                "Stopped by a signal at epoch %d, global step %d: saved %s",
+                trainer.current_epoch, trainer.global_step, self.saved_path,
+            )  # fmt: skip
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

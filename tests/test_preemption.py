@@ -1,0 +1,149 @@
+"""Pre-emption: SIGTERM a real training process mid-epoch, rerun the job, compare with a straight run.
+
+The runs go through the real entry point (``python -m smp_parsing.train``: Hydra run directory,
+signal handling, exit status) in subprocesses. The interrupted job runs as a SLURM job would
+(``SLURM_JOB_ID`` set, nothing else of SLURM, so Lightning does not switch to its SLURM
+environment): its rerun with the very same command line is what a requeue does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from conftest import TINY_NET_OVERRIDES, tiny_data_overrides
+
+TESTS_DIR = Path(__file__).resolve().parent
+PAUSE_STEP = 5  # 4 steps per epoch: the first step of the second epoch, mid-epoch
+
+
+class PauseAtStep(pl.Callback):
+    """At the end of global step ``step``, write ``marker`` and wait (up to 2 min) for a signal."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = Path(marker)
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step != self.step or self.marker.exists():
+            return
+        self.marker.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 120
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def train_command(synthetic_root: Path, log_dir: Path, *extra: str) -> list[str]:
+    overrides = [
+        "experiment=synthetic",
+        *TINY_NET_OVERRIDES,
+        *tiny_data_overrides(synthetic_root),
+        # 4 steps of one image per epoch, a persistent loader worker (the data position and the
+        # worker's signal shield are part of what is tested), validation at every epoch end
+        "data.batch_size=1",
+        "data.num_workers=1",
+        "data.persistent_workers=true",
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.log_every_n_steps=1",
+        "trainer.deterministic=true",
+        "logger=csv",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null",
+        "callbacks.image_logger=null",
+        "extras.print_config=false",
+        "test=false",
+        f"paths.log_dir={log_dir}/",
+        *extra,
+    ]
+    return [sys.executable, "-m", "smp_parsing.train", *overrides]
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def the_run_dir(log_dir: Path) -> Path:
+    runs = sorted((log_dir / "train" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}  # fmt: skip
+    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
+        del env[key]
+    straight = run(train_command(synthetic_root, tmp_path / "straight"), env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    marker = tmp_path / "paused"
+    job = train_command(
+        synthetic_root, tmp_path / "job",
+        "+callbacks.pause._target_=test_preemption.PauseAtStep",
+        f"+callbacks.pause.step={PAUSE_STEP}", f"+callbacks.pause.marker={marker}",
+    )  # fmt: skip
+    job_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "smp"}
+    # its own process group: the signal reaches the DataLoader worker too, as SLURM's does
+    proc = subprocess.Popen(job, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the job never reached the pause step"
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    run_dir = the_run_dir(tmp_path / "job")
+    assert run_dir.name == "slurm-4242"
+    preempted = run_dir / "checkpoints" / "preempted.ckpt"
+    assert "Resume with: python -m smp_parsing.train" in output and str(preempted) in output
+    state = torch.load(preempted, map_location="cpu", weights_only=True)
+    assert state["global_step"] == PAUSE_STEP and state["epoch"] == 1  # the exact step, mid-epoch
+    best_before = next(
+        v for k, v in state["callbacks"].items() if "ModelCheckpoint{'monitor': 'val" in k
+    )
+    assert best_before["best_model_score"] is not None  # epoch 0 was validated
+
+    # the requeued job: the very same command line, into the same directory, from preempted.ckpt
+    resumed = run(job, job_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run_dir(tmp_path / "job") == run_dir
+    assert (
+        f"Resuming from the run's newest checkpoint {preempted}" in resumed.stdout + resumed.stderr
+    )
+
+    a = torch.load(the_run_dir(tmp_path / "straight") / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    # ModelCheckpoint kept its state across the restart: same best score and top-k as straight
+    cb_a, cb_b = (
+        next(v for k, v in c["callbacks"].items() if "ModelCheckpoint{'monitor': 'val" in k)
+        for c in (a, b)
+    )
+    assert cb_b["best_model_score"] == cb_a["best_model_score"]
+    assert [Path(p).name for p in cb_b["best_k_models"]] == [
+        Path(p).name for p in cb_a["best_k_models"]
+    ]
+    assert Path(cb_b["best_model_path"]).parent == run_dir / "checkpoints"
+    # one CSV log, continued: the steps before the signal and after it
+    steps = (run_dir / "csv" / "main" / "metrics.csv").read_text()
+    assert not list((run_dir / "csv").glob("version_*"))
+    assert "train/loss_step" in steps.splitlines()[0]
