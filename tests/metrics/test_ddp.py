@@ -97,3 +97,34 @@ def test_ddp_spawned_processes_equal_single_process(tmp_path, free_port):
         _worker, args=(free_port, str(tmp_path)), nprocs=WORLD_SIZE, start_method="spawn"
     )
     _check_ranks_equal_single_process(tmp_path)
+
+
+def _uneven_worker(rank: int, port: int, out_dir: str, world_size: int, num_images: int) -> None:
+    """One rank of ``world_size`` updating its :class:`ShardSampler` share, one image per step."""
+    from smp_parsing.data.sampler import ShardSampler
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        preds, target = _dataset()
+        metric = ParsingMetrics(NUM_CLASSES)
+        for index in ShardSampler(range(num_images), num_replicas=world_size, rank=rank):
+            metric.update(preds[index : index + 1], target[index : index + 1])
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(metric.compute()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_uneven_shards_of_three_ranks_equal_single_process(tmp_path, free_port):
+    """7 images on 3 ranks (3, 2, 2 updates): the synchronised metric is the one-process one."""
+    mp.start_processes(
+        _uneven_worker, args=(free_port, str(tmp_path), 3, 7), nprocs=3, start_method="fork"
+    )
+    preds, target = _dataset()
+    single = ParsingMetrics(NUM_CLASSES)
+    single.update(preds[:7], target[:7])
+    expected = single.compute()
+    for rank in range(3):
+        assert json.loads(Path(tmp_path, f"rank{rank}.json").read_text()) == expected
