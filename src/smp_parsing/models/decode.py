@@ -295,15 +295,23 @@ def _decode_image(
     cell_y, cell_x, part_score = cell_y[alive], cell_x[alive], part_score[alive]
 
     # 4. Masks from the kernels of the chosen cells (same nearest-exact map as the scores).
-    part_grids = torch.tensor(cfg.part_grids, device=device)
-    level_grid = part_grids[part_level]
+    # Per-level constants from Python ints (no constant tensor copied to the device), and
+    # one gather from the levels' kernels side by side (no boolean mask per level).
+    level_grid = torch.zeros_like(part_level)
+    level_start = torch.zeros_like(part_level)
+    level_stride = torch.zeros_like(part_level)
+    start = 0
+    for level, (level_size, stride) in enumerate(zip(cfg.part_grids, cfg.strides)):
+        on_level = part_level == level
+        level_grid = torch.where(on_level, level_size, level_grid)
+        level_start = torch.where(on_level, start, level_start)
+        level_stride = torch.where(on_level, stride, level_stride)
+        start += level_size**2
     src_y = ((cell_y + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
     src_x = ((cell_x + 0.5) * level_grid / grid).floor().long().clamp(max=level_grid - 1)
-    src_cell = src_y * level_grid + src_x
-    part_kernels = kernels[0].new_zeros(part_level.numel(), kernels[0].shape[0])  # (R, C_K)
-    for level, level_kernels in enumerate(kernels):  # the five levels, not the parts
-        on_level = part_level == level
-        part_kernels[on_level] = level_kernels.flatten(1)[:, src_cell[on_level]].T
+    column = level_start + src_y * level_grid + src_x
+    all_kernels = torch.cat([k.flatten(1) for k in kernels], 1)  # (C_K, sum_l S_l^2)
+    part_kernels = all_kernels[:, column].T  # (R, C_K)
     mask_h, mask_w = mask_feat.shape[-2:]
     # The one dense product of the decode: every selected part's mask over all of F_mask
     # (SOLOv2's dynamic convolution). Everything after it works on the covered pixels
@@ -311,8 +319,7 @@ def _decode_image(
     # sizes, not parts x image.
     soft = (part_kernels @ mask_feat.flatten(1)).sigmoid_()  # (R, h * w); NaN stays NaN
     area, maskness, boxes = mask_statistics(soft, cfg.mask_thr, mask_w)
-    strides = torch.tensor(cfg.strides, device=device, dtype=area.dtype)
-    rows = (area > strides[part_level]).nonzero(as_tuple=True)[0]  # area filter
+    rows = (area > level_stride).nonzero(as_tuple=True)[0]  # area filter
     part_human, part_cls = part_human[rows], part_cls[rows]
     part_score = part_score[rows] * maskness[rows]  # maskness rescoring
 
@@ -331,23 +338,23 @@ def _decode_image(
         sigma=cfg.nms_sigma,
         mask_areas=area[rows],
     )
-    keep = (part_score >= cfg.update_thr).nonzero(as_tuple=True)[0]
+    # Score >= update_thr and among the max_parts_per_human best of its human (one
+    # compaction); then ascending score inside each human (the painting order).
+    kept = part_score >= cfg.update_thr
+    rank = rank_in_group(torch.where(kept, part_score, -1.0), part_human, num_humans)
+    keep = (kept & (rank < cfg.max_parts_per_human)).nonzero(as_tuple=True)[0]
     part_human, part_cls, part_score = part_human[keep], part_cls[keep], part_score[keep]
-
-    # Ascending score inside each human (the painting order), at most max_parts_per_human.
     order = torch.argsort(part_score, stable=True)
     order = order[torch.argsort(part_human[order], stable=True)]
     keep, part_human, part_cls = keep[order], part_human[order], part_cls[order]
-    per_human = torch.bincount(part_human, minlength=num_humans)
-    _, slot = pack_by_group(keep, part_human, num_groups=num_humans)
-    top = per_human[part_human] - 1 - slot[:, 1] < cfg.max_parts_per_human
-    keep, part_human, part_cls = keep[top], part_human[top], part_cls[top]
 
     # 4'. Paint at F_mask resolution, inside the windows.
     label_map, foreground = paint_persons(
         masks[keep], part_human, part_cls + 1, num_humans, cfg.mask_thr
     )
-    has_parts = torch.bincount(part_human, minlength=num_humans) > 0
+    # humans with a part: one compaction, then integer indexing
+    has_parts = torch.zeros(num_humans, dtype=torch.bool, device=device)
+    has_parts = has_parts.index_fill_(0, part_human, True).nonzero(as_tuple=True)[0]
     parsing = _to_original(
         label_map[has_parts],
         foreground[has_parts],
@@ -385,7 +392,8 @@ def mask_statistics(soft: Tensor, mask_thr: float, mask_w: int) -> tuple[Tensor,
     flat = (soft > mask_thr).view(-1).nonzero().squeeze(1)
     row = torch.div(flat, size, rounding_mode="floor")
     pixel = flat - row * size
-    area = torch.bincount(row, minlength=num).to(soft.dtype)
+    # index_add, not bincount (whose CUDA kernel reads the range on the host)
+    area = soft.new_zeros(num).index_add_(0, row, torch.ones_like(row, dtype=soft.dtype))
     total = soft.new_zeros(num).index_add_(0, row, soft.view(-1)[flat])
     maskness = total / area.clamp(min=1)
     y = torch.div(pixel, mask_w, rounding_mode="floor")
@@ -428,7 +436,8 @@ def person_windows(
         size ``(win_h, win_w)`` (at least 1 x 1; a human without parts gets any window).
     """
     mask_h, mask_w = mask_size
-    limit = torch.tensor([mask_h, mask_w], device=boxes.device)
+    limit = torch.full((2,), mask_h, dtype=torch.long, device=boxes.device)
+    limit[1] = mask_w  # filled on the device: no host-to-device copy
     lows = torch.full((num_humans, 2), mask_h + mask_w, dtype=torch.long, device=boxes.device)
     lows.scatter_reduce_(0, human[:, None].expand(-1, 2), boxes[:, :2], "amin")
     highs = torch.full((num_humans, 2), -1, dtype=torch.long, device=boxes.device)
@@ -436,7 +445,8 @@ def person_windows(
     lo = (lows - 1).clamp(min=0)
     hi = torch.minimum(highs + 2, limit)
     extent = (hi - lo).clamp(min=1).amax(0) if human.numel() else torch.ones_like(limit)
-    window = (int(extent[0]), int(extent[1]))
+    win_h, win_w = extent.tolist()  # one read of the (2,) size, not two
+    window = (int(win_h), int(win_w))
     origin = torch.minimum(lo, limit - extent).clamp(min=0)
     return origin, window
 
@@ -636,9 +646,8 @@ def group_parts_release(
     _, num_part_classes, grid, _ = part_scores.shape
     num_humans = pointed.shape[0]
     # Radius: extent of the box of the human's (finite) pointed centres; none -> 0 -> guard.
-    inf = torch.tensor(float("inf"), device=device)
-    lo = torch.where(finite[..., None], pointed, inf).amin(1)  # (Q, 2)
-    hi = torch.where(finite[..., None], pointed, -inf).amax(1)
+    lo = torch.where(finite[..., None], pointed, float("inf")).amin(1)  # (Q, 2)
+    hi = torch.where(finite[..., None], pointed, float("-inf")).amax(1)
     extent = (hi - lo).clamp(min=0)  # -inf (no finite centre) -> 0
     radius = (0.5 * (extent[:, 0] * extent[:, 1]).sqrt()).clamp(min=min_radius)  # (Q,)
     target = torch.nan_to_num(pointed).clamp(0, grid - 1).round()  # (Q, C_P, 2) cells
@@ -695,7 +704,8 @@ def rank_in_group(score: Tensor, group: Tensor, num_groups: int) -> Tensor:
     """
     order = torch.argsort(score, descending=True, stable=True)
     order = order[torch.argsort(group[order], stable=True)]
-    counts = torch.bincount(group, minlength=num_groups)
+    counts = torch.zeros(num_groups, dtype=torch.long, device=group.device)
+    counts.index_add_(0, group, torch.ones_like(group))  # not bincount: no host read
     first = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device) - first[group[order]]
@@ -751,8 +761,8 @@ def _to_original(
     scale_x = img_w / (ori_w * mask_stride)
     y_lo, y_hi = _window(covered.any(2), origin[:, 0], mask_h, scale_y, ori_h)
     x_lo, x_hi = _window(covered.any(1), origin[:, 1], mask_w, scale_x, ori_w)
-    out_h = max(int((y_hi - y_lo).max()), 1)
-    out_w = max(int((x_hi - x_lo).max()), 1)
+    extent_h, extent_w = torch.stack([(y_hi - y_lo).amax(), (x_hi - x_lo).amax()]).tolist()
+    out_h, out_w = max(int(extent_h), 1), max(int(extent_w), 1)  # one host read for both
     # Same-size output windows for all persons, shifted inside the image where needed.
     y_lo = y_lo.clamp(max=ori_h - out_h)
     x_lo = x_lo.clamp(max=ori_w - out_w)

@@ -112,9 +112,14 @@ def positive_mask_logits(
     # All levels' kernels side by side: (B, C_K, sum_l S_l^2); a positive's column is the
     # start of its level plus its cell.
     flat = torch.cat([k.flatten(2).float() for k in kernels], 2)
-    sizes = torch.tensor([k.shape[-1] * k.shape[-2] for k in kernels], device=pos_cell.device)
-    starts = torch.cumsum(sizes, 0) - sizes
-    pos_kernels = flat[pos_batch, :, starts[pos_level] + pos_cell]  # (P, C_K)
+    # Start column of each positive's level from Python ints (no constant tensor copied
+    # to the device every step).
+    column = pos_cell.clone()
+    start = 0
+    for level, k in enumerate(kernels):
+        column = torch.where(pos_level == level, pos_cell + start, column)
+        start += k.shape[-1] * k.shape[-2]
+    pos_kernels = flat[pos_batch, :, column]  # (P, C_K)
 
     # Pack the positives per image into (B, P_max, C_K): one bmm for the whole batch.
     packed, slot = pack_by_group(pos_kernels, pos_batch, num_groups=batch)

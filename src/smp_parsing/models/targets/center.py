@@ -87,8 +87,9 @@ def grid_cells(points: Tensor, grid: int, image_size: tuple[int, int]) -> Tensor
         ``(N, 2)`` long cells ``(x, y)``.
     """
     height, width = image_size
-    size = points.new_tensor([width, height])
-    return torch.floor(points * grid / size).long().clamp(0, grid - 1)
+    # Python scalars, not a (2,) tensor of the sizes: no host-to-device copy per call.
+    scaled = torch.stack([points[:, 0] * grid / width, points[:, 1] * grid / height], 1)
+    return torch.floor(scaled).long().clamp(0, grid - 1)
 
 
 def assign_cells(

@@ -124,10 +124,16 @@ def extract_instances(
     _check_class_range(values, person_of, batch_idx, num_classes)
     key = person_of * num_classes + values
     table = num_maps * num_classes
-    count = torch.bincount(key, minlength=table)
-    # float64 sums: a full image's coordinate sum exceeds the float32 mantissa.
-    sum_x = torch.bincount(key, weights=xs.double(), minlength=table)
-    sum_y = torch.bincount(key, weights=ys.double(), minlength=table)
+    # index_add, not bincount: bincount's CUDA kernel reads the key range on the host.
+    count = torch.zeros(table, dtype=torch.long, device=device).index_add_(
+        0, key, torch.ones_like(key)
+    )
+    # float64 sums: a full image's coordinate sum exceeds the float32 mantissa. index_add, not
+    # a weighted bincount: the latter has no deterministic CUDA kernel and raises under
+    # trainer.deterministic=true; both are exact here (integer sums far below 2**53).
+    zeros = torch.zeros(table, dtype=torch.float64, device=device)
+    sum_x = zeros.index_add(0, key, xs.double())
+    sum_y = zeros.index_add(0, key, ys.double())
     x1 = torch.full((table,), width, device=device).scatter_reduce_(0, key, xs, "amin")
     y1 = torch.full((table,), height, device=device).scatter_reduce_(0, key, ys, "amin")
     x2 = torch.full((table,), -1, device=device).scatter_reduce_(0, key, xs, "amax") + 1
@@ -136,7 +142,8 @@ def extract_instances(
 
     # Persons = the union of their parts; an all-background map is no person.
     areas = count.view(num_maps, num_classes).sum(1)
-    keep = areas > 0
+    # one nonzero, then integer indexing (each boolean-mask index would be a sync)
+    keep = (areas > 0).nonzero(as_tuple=True)[0]
     count, sum_x, sum_y, x1, y1, x2, y2 = (t[keep] for t in stats)
     areas, batch_idx = areas[keep], batch_idx[keep]
     offset = mask_stride // 2  # sample the centre pixel of each s x s block
@@ -216,8 +223,17 @@ def _stack_person_maps(
 def _check_class_range(
     values: Tensor, person_of: Tensor, batch_idx: Tensor, num_classes: int
 ) -> None:
-    """Raise a ValueError naming the images whose class ids are outside ``0..C-1``."""
+    """Raise a ValueError naming the images whose class ids are outside ``0..C-1``.
+
+    On an accelerator the check is asynchronous (``torch._assert_async``: a device-side
+    assertion, no host-device sync every step); the data sets already reject a sample with
+    an out-of-range class id when they load it (``BadSampleError`` naming the file).
+    """
     if values.numel() == 0:
+        return
+    if values.device.type != "cpu":
+        in_range = ((values >= 0) & (values < num_classes)).all()
+        torch._assert_async(in_range, f"extract_instances: class ids outside 0..{num_classes - 1}")
         return
     lo, hi = (int(v) for v in torch.aminmax(values))
     if lo < 0 or hi >= num_classes:

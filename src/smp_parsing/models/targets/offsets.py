@@ -50,9 +50,12 @@ def grid_box_size(boxes: Tensor, grid: int, image_size: tuple[int, int]) -> Tens
         ``(N, 2)`` float ``(w_g, h_g)``.
     """
     height, width = image_size
-    size = boxes.new_tensor([width, height])
-    first = torch.floor(boxes[:, :2] * grid / size).clamp(0, grid - 1)
-    last = torch.floor((boxes[:, 2:] - 1) * grid / size).clamp(0, grid - 1)
+
+    def cells(x: Tensor, y: Tensor) -> Tensor:  # scalar sizes: no host-to-device copy
+        return torch.floor(torch.stack([x * grid / width, y * grid / height], 1)).clamp(0, grid - 1)
+
+    first = cells(boxes[:, 0], boxes[:, 1])
+    last = cells(boxes[:, 2] - 1, boxes[:, 3] - 1)
     return (last - first).clamp(min=0)
 
 

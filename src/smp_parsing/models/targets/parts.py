@@ -64,8 +64,8 @@ def level_assignment(boxes: Tensor, scale_ranges: Sequence[Sequence[float]]) -> 
     """
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)
     scale = torch.sqrt(wh[:, 0] * wh[:, 1])
-    ranges = torch.as_tensor(scale_ranges, dtype=scale.dtype, device=scale.device)
-    return (scale >= ranges[:, 0:1]) & (scale <= ranges[:, 1:2])
+    # compared with Python scalars: no host-to-device copy of the ranges per step
+    return torch.stack([(scale >= float(lo)) & (scale <= float(hi)) for lo, hi in scale_ranges])
 
 
 @torch.no_grad()
@@ -97,8 +97,9 @@ def build_part_targets(
             f"build_part_targets: {len(grids)} grids but {len(scale_ranges)} scale ranges"
         )
     parts = instances.parts
+    batch = instances.batch_size
     on_level = level_assignment(parts.boxes, scale_ranges)  # (L, M)
-    labels, pos_batch, pos_level, pos_cell, pos_instance = [], [], [], [], []
+    labels, owners = [], []
     # A Python loop over the (five) FPN levels only; all instances and cells of a level
     # are handled at once.
     for level, grid in enumerate(grids):
@@ -107,23 +108,35 @@ def build_part_targets(
         )
         # Instances off this level get an empty region (x0 > x1) and cover no cell.
         regions = drop_regions(regions, on_level[level])
-        owner = assign_cells(regions, parts.batch_idx, parts.areas, instances.batch_size, grid)
-        has_owner = owner >= 0
+        owner = assign_cells(regions, parts.batch_idx, parts.areas, batch, grid)
         # Index with owner + 1 into the labels prefixed by a background 0: no branch for
         # cells without owner or batches without parts.
         labels.append(torch.cat([parts.labels.new_zeros(1), parts.labels])[owner + 1])
-        b, y, x = has_owner.nonzero(as_tuple=True)
-        pos_batch.append(b)
-        pos_level.append(torch.full_like(b, level))
-        pos_cell.append(y * grid + x)
-        pos_instance.append(owner[b, y, x])
-    pos_instance_all = torch.cat(pos_instance)
+        owners.append(owner.flatten())
+    # The positives of all levels with one nonzero (one host-device sync, not one per
+    # level), in (level, image, cell) order; level, image and cell are recovered from the
+    # flat index with the levels' Python-int offsets (no constant tensor to copy).
+    owner_all = torch.cat(owners)
+    flat = (owner_all >= 0).nonzero(as_tuple=True)[0]
+    pos_level = torch.zeros_like(flat)
+    start = torch.zeros_like(flat)
+    cells = torch.full_like(flat, grids[0] ** 2)
+    offset = 0
+    for level, grid in enumerate(grids):
+        if level:
+            above = flat >= offset
+            pos_level = torch.where(above, level, pos_level)
+            start = torch.where(above, offset, start)
+            cells = torch.where(above, grid**2, cells)
+        offset += batch * grid**2
+    in_level = flat - start
+    pos_instance = owner_all[flat]
     return PartTargets(
         labels=labels,
-        pos_batch=torch.cat(pos_batch),
-        pos_level=torch.cat(pos_level),
-        pos_cell=torch.cat(pos_cell),
-        pos_instance=pos_instance_all,
-        num_pos=pos_instance_all.new_full((), pos_instance_all.numel()),
+        pos_batch=torch.div(in_level, cells, rounding_mode="floor"),
+        pos_level=pos_level,
+        pos_cell=in_level % cells,
+        pos_instance=pos_instance,
+        num_pos=pos_instance.new_full((), pos_instance.numel()),
         instance_masks=parts.masks,
     )
