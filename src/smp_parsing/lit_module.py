@@ -137,7 +137,7 @@ class SMPLitModule(LightningModule):
             batch: ``images`` ``B x 3 x H x W`` and ``parsing`` (list of ``N_i x H x W`` uint8);
                 ``None`` when every sample of the batch was skipped as bad (the step is skipped).
         """
-        if batch is None:
+        if self._skip_step(batch):
             return None
         images = batch["images"]
         outputs = self.net(images)
@@ -157,8 +157,26 @@ class SMPLitModule(LightningModule):
                      prog_bar=name == "loss")  # fmt: skip
         return loss
 
+    def _skip_step(self, batch: dict[str, Any] | None) -> bool:
+        """Skip this step: its batch is ``None`` (every sample bad, ``on_bad_sample=skip``).
+
+        Under DDP every rank must skip the same step: a rank that returned ``None`` alone would
+        leave the others waiting in the gradient all-reduce forever. The ranks agree through a
+        flag all-reduce (any rank's empty batch skips the step everywhere), paid only when the
+        data can skip samples (``on_bad_sample`` not ``"error"``).
+        """
+        skip = batch is None
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return skip
+        if getattr(trainer.datamodule, "on_bad_sample", None) == "error":
+            return skip  # never None: a bad sample raises
+        return bool(trainer.strategy.reduce_boolean_decision(skip, all=False))
+
     # -------------------------------------------------------------- evaluation
-    def predict_images(self, images: Tensor, metas: list[dict]) -> list[dict[str, Tensor]]:
+    def predict_images(
+        self, images: Tensor, metas: list[dict], return_intermediates: bool = False
+    ) -> list[dict[str, Tensor]]:
         """Decoded predictions of a collated batch, each image on its own (the paper's protocol).
 
         The collate pads a batch to its largest image, and the S x S grids span the padded
@@ -171,6 +189,7 @@ class SMPLitModule(LightningModule):
             images: ``B x 3 x H x W`` (collated, zero-padded to the batch maximum).
             metas: per image ``pad_size`` (its own padded size; the whole tensor when absent),
                 ``img_size`` and ``ori_size`` for the decode.
+            return_intermediates: add the maps a visualiser needs (see ``SMP.predict``).
 
         Returns:
             Per image the network's ``predict`` output (``parsing`` ``P x H0 x W0``, ``scores``).
@@ -179,7 +198,7 @@ class SMPLitModule(LightningModule):
         for image, meta in zip(images, metas):
             height, width = meta.get("pad_size", image.shape[-2:])
             single = image[None, :, :height, :width]
-            preds += self.net.predict(self.net(single), [meta])
+            preds += self.net.predict(self.net(single), [meta], return_intermediates)
         return preds
 
     def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:

@@ -103,8 +103,8 @@ def predict_images(
             for f, img in zip(chunk, images)
         ]
         batch = collate_parsing(samples, pad_parsing=False)
-        outputs = model.net(batch["images"].to(device))
-        preds = model.net.predict(outputs, batch["metas"])
+        # each image alone, as evaluate does: the result does not depend on the batch size
+        preds = model.predict_images(batch["images"].to(device), batch["metas"])
         for f, img, pred in zip(chunk, images, preds):
             yield f, img, {"parsing": pred["parsing"].cpu(), "scores": pred["scores"].cpu()}
 

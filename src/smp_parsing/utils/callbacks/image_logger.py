@@ -185,7 +185,8 @@ class ParsingImageLogger(Callback):
             return []
         images = batch["images"][:n]
         metas = batch["metas"][:n]
-        preds = pl_module.net.predict(pl_module.net(images), metas, return_intermediates=True)
+        # each image alone, as it was scored (lit_module.predict_images)
+        preds = pl_module.predict_images(images, metas, return_intermediates=True)
         gts = list(batch.get("parsing") or [None] * n)[:n]
         items = []
         for image, meta, pred, gt, image_id in zip(images, metas, preds, gts, batch["image_ids"]):
