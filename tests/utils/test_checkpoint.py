@@ -198,6 +198,10 @@ def test_data_config_from_checkpoint_overrides_and_class_check(tmp_path, caplog)
     # an absolute directory outside the run's paths.data_dir stays as it was
     ckpt = _fake_checkpoint(tmp_path, "/elsewhere/LV-MHP-v2", None)
     assert inference_data_config(ckpt, "x.ckpt", cfg, []).data_dir == "/elsewhere/LV-MHP-v2"
+    for hostile in ("../../home", "/etc"):  # a stored relative path stays inside data/
+        bad = _fake_checkpoint(tmp_path, "/elsewhere/LV-MHP-v2", hostile)
+        with pytest.raises(CheckpointRefusedError, match="data_dir_relative=.* not a relative"):
+            inference_data_config(bad, "x.ckpt", cfg, [])
     # data= / experiment= choose the command line's data config as a whole
     data = inference_data_config(ckpt, "x.ckpt", cfg, overrides=["data=synthetic"])
     assert data.dataset_name == "synthetic"

@@ -294,6 +294,15 @@ def stored_data_config(
         return None
     data_cfg = checked_config(info["data_config"], ckpt_path, f"{INFERENCE_KEY}.data_config")
     relative = info.get("data_dir_relative")
+    if relative is not None and (
+        not isinstance(relative, str)
+        or Path(relative).is_absolute()
+        or ".." in Path(relative).parts
+    ):
+        raise CheckpointRefusedError(
+            f"{ckpt_path} ({INFERENCE_KEY}): data_dir_relative={relative!r} is not a relative "
+            "path inside the data folder"
+        )
     if relative and data_root is not None:
         data_cfg.data_dir = str(Path(data_root) / relative)
     return data_cfg
