@@ -367,3 +367,26 @@ def test_resume_mid_epoch_continues_the_same_batches(tmp_path):
     resumed = fit("resumed", BatchRecorder(), ckpt_path=tmp_path / "crashed" / "last.ckpt")
     assert resumed[0][0] == 1  # the interrupted epoch, from its third batch
     assert crashed.seen + resumed == straight
+
+
+def test_interrupted_synthetic_generation_is_redone_by_the_next_run(tmp_path, monkeypatch):
+    from smp_parsing.data.synthetic import SyntheticMHPGenerator
+
+    cfg = data_config("synthetic", tmp_path, TINY_SYNTHETIC)
+    write_sample = SyntheticMHPGenerator.write_sample
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("job killed mid-generation")
+        return write_sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticMHPGenerator, "write_sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        instantiate(cfg.data).prepare_data()
+    monkeypatch.undo()
+    instantiate(cfg.data).prepare_data()  # was: "not written by the synthetic generator; refusing"
+    root = Path(cfg.data.data_dir)
+    assert sorted(p.name for p in (root / "train/images").iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]
+    assert (root / "synthetic.json").is_file()

@@ -147,3 +147,68 @@ def test_cli_writes_a_tree_the_reader_reads(tmp_path):
 def test_flip_pairs_cover_the_generated_sided_classes():
     pairs = {frozenset(p) for p in MHP_V2_FLIP_PAIRS}
     assert all(frozenset(ids) in pairs for ids in SIDED.values())
+
+
+def _interrupt_after(monkeypatch, calls: int) -> None:
+    """Make the generator's ``calls + 1``-th sample write fail, as a run killed mid-generation."""
+    write_sample = SyntheticMHPGenerator.write_sample
+    count = {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt("interrupted mid-generation")
+        return write_sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticMHPGenerator, "write_sample", failing)
+
+
+def test_interrupted_generation_leaves_nothing_and_a_rerun_starts_over(tmp_path, monkeypatch):
+    generator = SyntheticMHPGenerator(size=64, write_pose=False)
+    root = tmp_path / "syn"
+    _interrupt_after(monkeypatch, 2)  # two train images written, then the interruption
+    with pytest.raises(KeyboardInterrupt):
+        generator.generate(root, num_train=3, num_val=1, extra_files={"stamp.json": "{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no half tree, no partial folder
+    monkeypatch.undo()
+    generator.generate(root, num_train=3, num_val=1, extra_files={"stamp.json": "{}"})
+    assert is_generated(root) and (root / "stamp.json").read_text() == "{}"
+    assert sorted(p.name for p in (root / "train/images").iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
+
+
+def test_partial_tree_of_a_killed_process_is_removed_by_the_next_run(tmp_path):
+    import socket
+
+    from smp_parsing.data.synthetic import remove_stale_partials
+
+    root = tmp_path / "syn"
+    host = socket.gethostname()
+    dead = tmp_path / f".syn.partial-{host}-{2**22 + 12345}"  # above pid_max: never alive
+    (dead / "train/images").mkdir(parents=True)
+    alive = tmp_path / f".syn.partial-{host}-1"  # pid 1 runs: another generation, left alone
+    other_host = tmp_path / ".syn.partial-elsewhere-999999"
+    alive.mkdir()
+    other_host.mkdir()
+    assert remove_stale_partials(root) == [dead]
+    SyntheticMHPGenerator(size=64, write_pose=False).generate(root, num_train=1, num_val=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [alive.name, other_host.name, "syn"]
+    )
+
+
+def test_generating_over_an_earlier_tree_replaces_its_splits(tmp_path):
+    generator = SyntheticMHPGenerator(size=64, write_pose=False)
+    root = tmp_path / "syn"
+    generator.generate(root, num_train=3, num_val=1)
+    (root / "keep.txt").write_text("a file of the user")
+    generator.generate(root, num_train=1, num_val=1, extra_files={"stamp.json": "{}"})
+    assert sorted(p.name for p in (root / "train/images").iterdir()) == ["1.jpg"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "keep.txt",
+        "list",
+        "stamp.json",
+        "train",
+        "val",
+    ]
+    assert (root / "list/train.txt").read_text() == "1\n"

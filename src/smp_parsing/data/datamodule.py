@@ -173,8 +173,14 @@ class ParsingDataModule(pl.LightningDataModule):
             )
         log.info("generating the synthetic MHP v2 set in %s (%s)", self.data_dir, self.generation)
         assert self.generator is not None
-        self.generator.generate(self.data_dir, workers=self.generate_workers, **self.generation)
-        stamp.write_text(json.dumps(recipe, indent=1))
+        # The stamp goes in with the tree (one rename): an interrupted generation leaves no folder
+        # that the next run would refuse, it simply generates again.
+        self.generator.generate(
+            self.data_dir,
+            workers=self.generate_workers,
+            extra_files={SYNTHETIC_STAMP: json.dumps(recipe, indent=1)},
+            **self.generation,
+        )
 
     @staticmethod
     def _keywords(factory: Callable[..., Dataset]) -> dict[str, Any]:

@@ -25,6 +25,9 @@ import argparse
 import inspect
 import logging
 import math
+import os
+import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -668,21 +671,55 @@ class SyntheticMHPGenerator:
         return image_id
 
     def generate(
-        self, root: str | Path, num_train: int, num_val: int, seed: int = 0, workers: int = 1
+        self,
+        root: str | Path,
+        num_train: int,
+        num_val: int,
+        seed: int = 0,
+        workers: int = 1,
+        extra_files: dict[str, str] | None = None,
     ) -> Path:
-        """Write a complete synthetic MHP v2 tree.
+        """Write a complete synthetic MHP v2 tree, all at once or not at all.
+
+        The tree is written into a hidden sibling ``.<root name>.partial-<host>-<pid>`` and
+        renamed into place when complete, so an interrupted generation (an exception, Ctrl-C,
+        a killed job) never leaves a half-written ``root`` that a later run would refuse or
+        read: the next run simply starts over, and removes the partial folders of processes of
+        this host that no longer exist.
 
         Args:
-            root: Output folder (created; existing files with the same names are overwritten).
+            root: Output folder. When it exists, its ``list/``, ``train/`` and ``val/`` are
+                replaced (``list/`` removed first and put back last: the list files mark a
+                complete tree, see :func:`is_generated`); other files in it are kept.
             num_train: Number of train images.
             num_val: Number of val images.
             seed: Data set seed.
             workers: Processes used to render (1 = in this process).
+            extra_files: ``{name: text}`` written into the tree before it is put in place and
+                moved in last (the data module's recipe stamp).
 
         Returns:
             The root path.
         """
-        root = Path(root)
+        root = Path(root).absolute()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(root)
+        partial = root.parent / f"{_partial_prefix(root)}{socket.gethostname()}-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            self._write_tree(partial, num_train, num_val, seed, workers)
+            for name, text in (extra_files or {}).items():
+                (partial / name).write_text(text)
+            _move_into_place(partial, root)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return root
+
+    def _write_tree(
+        self, root: Path, num_train: int, num_val: int, seed: int, workers: int
+    ) -> None:
+        """Write the MHP v2 files of both splits under ``root`` (the list files last)."""
         (root / "list").mkdir(parents=True, exist_ok=True)
         for split, count in (("train", num_train), ("val", num_val)):
             for sub in ("images", "parsing_annos", "pose_annos"):
@@ -695,7 +732,66 @@ class SyntheticMHPGenerator:
                 ids = [self.write_sample(*job) for job in jobs]
             # The list file is written last: its presence marks a complete split.
             (root / "list" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-        return root
+
+
+def _partial_prefix(root: Path) -> str:
+    return f".{root.name}.partial-"
+
+
+def remove_stale_partials(root: str | Path) -> list[Path]:
+    """Delete the partial trees of ``root`` left by generations killed on this host.
+
+    A partial tree ``.<root name>.partial-<host>-<pid>`` is stale when no process ``pid`` runs
+    on this host; partial trees of other hosts (a shared file system) are left alone.
+
+    Returns:
+        The folders removed.
+    """
+    root = Path(root).absolute()
+    prefix = f"{_partial_prefix(root)}{socket.gethostname()}-"
+    removed = []
+    for path in root.parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _move_into_place(partial: Path, root: Path) -> None:
+    """Rename the finished tree ``partial`` to ``root`` (entry by entry when ``root`` has files)."""
+    try:
+        os.rename(partial, root)  # root missing or an empty folder: one atomic rename
+        return
+    except OSError:
+        if not root.is_dir():
+            raise
+    # root holds files (our earlier tree, or its recipe stamp): swap list/, the splits and the
+    # extra files in, with list/ gone while the splits are swapped so that no reader ever sees
+    # a list next to a split that is not its own.
+    entries = sorted(p.name for p in partial.iterdir())
+    order = [n for n in entries if n in SPLIT_CODES] + ["list"]
+    order += [n for n in entries if n not in order]
+    shutil.rmtree(root / "list", ignore_errors=True)
+    for name in order:
+        target = root / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.rename(partial / name, target)
+    partial.rmdir()
 
 
 def is_generated(root: str | Path) -> bool:
