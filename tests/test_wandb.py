@@ -230,8 +230,6 @@ PANELS_OVERRIDES = [
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=1",
     "callbacks.lr_monitor=null",
-    "++callbacks.wandb_panels._target_=smp_parsing.utils.callbacks.wandb_panels.WandbPanels",
-    "++callbacks.wandb_panels.dataset=synthetic",
     # an untrained network scores nothing above the paper's thresholds: persons for the masks
     "model.net.test_cfg.ctr_score_thr=0.0",
     "model.net.test_cfg.cate_score_thr=0.0",
@@ -247,13 +245,17 @@ def train_panels_run(synthetic_root: Path, run_dir: Path, *extra: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def panels_run(synthetic_root, tmp_path_factory) -> OfflineRun:
-    """Two epochs (two validations) of the tiny synthetic run, logged to offline W&B."""
+def panels_dir(synthetic_root, tmp_path_factory) -> Path:
+    """Run directory of two epochs (two validations) of the tiny run, logged to offline W&B."""
     run_dir = tmp_path_factory.mktemp("wandb_panels")
     train_panels_run(synthetic_root, run_dir)
-    runs = offline_runs(run_dir)
-    assert len(runs) == 1, [r.dir for r in runs]
-    return runs[0]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def panels_run(panels_dir) -> OfflineRun:
+    """The offline W&B run of ``panels_dir``'s training (the first one: a test resumes it)."""
+    return offline_runs(panels_dir)[0]
 
 
 def test_prediction_images_carry_labelled_mask_layers_and_person_boxes(panels_run) -> None:
@@ -337,3 +339,19 @@ def test_summary_keeps_the_best_values_and_the_run_config_the_sweep_keys(panels_
     assert config["model"]["net"]["backbone"]["depth"] == 18  # the whole resolved config
     assert run.summary["params"] == config["model/params/total"] > 0
     assert run.summary["fps"] == pytest.approx(run.values("val/fps")[-1]) and run.summary["fps"] > 0
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(panels_dir, synthetic_root, panels_run):
+    """Resuming from the run's last checkpoint logs into the run's W&B run, where it stopped."""
+    first = panels_run
+    assert (panels_dir / "wandb_id_main.txt").read_text().strip() == first.run_id
+    ckpt = panels_dir / "checkpoints" / "last.ckpt"
+    train_panels_run(synthetic_root, panels_dir, "trainer.max_epochs=3", f"ckpt_path={ckpt}")
+    runs = offline_runs(panels_dir)
+    assert len(runs) == 2  # one offline directory per process; `wandb sync` merges them by id
+    second = runs[1]
+    assert second.run_id == first.run_id and second.resumed
+    # the third validation, after the first run's two, on the same step axis
+    assert len(second.values("val/APpvol")) == 1
+    assert min(second.values("trainer/global_step")) >= max(first.values("trainer/global_step"))
+    assert second.config["stage"] == "main" and second.config["backbone"] == "r18"

@@ -5,6 +5,7 @@ from smp_parsing.utils.callbacks.image_logger import ParsingImageLogger
 from smp_parsing.utils.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
 from smp_parsing.utils.callbacks.preemption import Preempted, PreemptionCheckpoint
 from smp_parsing.utils.callbacks.rank_seed import PerRankSeed
+from smp_parsing.utils.callbacks.wandb_panels import WandbPanels
 
 __all__ = [
     "AtomicModelCheckpoint",
@@ -14,4 +15,5 @@ __all__ = [
     "PerRankSeed",
     "Preempted",
     "PreemptionCheckpoint",
+    "WandbPanels",
 ]
