@@ -3,17 +3,23 @@ uninterrupted run would have drawn from the next epoch on. The train data order 
 need no state: they are seeded from (seed, epoch) and (seed, epoch, index), see
 ``data/sampler.py``.
 
+The CUDA states are per device; a checkpoint restored on a machine with another number of GPUs
+restores the devices both have (:func:`restore_cuda_rng_state`).
+
 States are kept as tensors and plain Python values only: checkpoints must stay loadable with
 ``torch.load(weights_only=True)``, which refuses NumPy arrays.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def collect_rng_state() -> dict[str, Any]:
@@ -44,5 +50,26 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    restore_cuda_rng_state(state.get("cuda"))
+
+
+def restore_cuda_rng_state(states: list[torch.Tensor] | None) -> int:
+    """Give the visible GPUs the saved generator states, device by device.
+
+    The checkpoint may come from a machine with another number of GPUs (or none): the first
+    ``min(saved, visible)`` devices get their saved state, the others keep theirs (seeded by
+    ``seed_everything``), and a CPU machine ignores them. ``torch.cuda.set_rng_state_all`` would
+    fail on a saved device that does not exist here.
+
+    Returns:
+        The number of devices restored.
+    """
+    if not states or not torch.cuda.is_available():
+        return 0
+    count = min(len(states), torch.cuda.device_count())
+    for device in range(count):
+        torch.cuda.set_rng_state(states[device], device)
+    if count != len(states):
+        log.info("Restored the CUDA RNG states of %d of %d saved GPUs (%d visible here).",
+                 count, len(states), torch.cuda.device_count())  # fmt: skip
+    return count
