@@ -176,6 +176,7 @@ class OfflineRun:
         dir: the ``offline-run-*`` directory.
         run_id: the run's id.
         resumed: the run was started with ``resume`` set.
+        group: its W&B group; job_type: its job type.
         history: one dict per ``log`` call (flattened keys, JSON-decoded values).
         summary: the final summary (nested keys joined with ``/``).
         config: the final config (``{key: value}``, values decoded).
@@ -190,6 +191,7 @@ class OfflineRun:
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 self.run_id, self.resumed = record.run.run_id, bool(record.run.resume)
+                self.group, self.job_type = record.run.run_group, record.run.job_type
                 self._update_config(record.run.config.update)
             elif kind == "history":
                 self.history.append(
@@ -355,3 +357,58 @@ def test_a_resumed_run_continues_the_same_wandb_run(panels_dir, synthetic_root, 
     assert len(second.values("val/APpvol")) == 1
     assert min(second.values("trainer/global_step")) >= max(first.values("trainer/global_step"))
     assert second.config["stage"] == "main" and second.config["backbone"] == "r18"
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces, without a training run
+# --------------------------------------------------------------------------------------------
+def test_sweep_keys_name_the_axes_of_the_paper_tables() -> None:
+    from smp_parsing.utils.callbacks.wandb_panels import sweep_keys
+
+    net = {"backbone": {"depth": 101, "dcn_stages": [False, True, True, True]},
+           "grid_scale": 2.0, "epsilon": 0.1, "rfr": False, "mir": True}  # fmt: skip
+    assert sweep_keys({"net": net, "stage": "mir"}, "mhp") == {
+        "backbone": "r101_dcn", "grid": 2.0, "epsilon": 0.1, "rfr": False, "mir": True,
+        "stage": "mir", "dataset": "mhp",
+    }  # fmt: skip
+    net["backbone"]["dcn_stages"] = [False] * 4
+    assert sweep_keys({"net": net})["backbone"] == "r101"
+    assert sweep_keys(None) == {}
+
+
+def test_panel_rows_from_the_metric_output() -> None:
+    from smp_parsing.utils.callbacks.wandb_panels import class_iou_rows, threshold_rows
+
+    values = {"APp50": 0.5, "APp@0.1": 0.9, "APp@0.5": 0.5, "PCP@0.1": 0.8, "PCP@0.5": 0.4}
+    assert threshold_rows(values) == [[0.1, 0.9, 0.8], [0.5, 0.5, 0.4]]
+    rows = class_iou_rows([0.5, float("nan"), 0.25], {0: "background", 1: "hat"})
+    assert rows == [[0, "background", 0.5], [1, "hat", None], [2, "class 2", 0.25]]
+
+
+def test_mask_layers_and_boxes_of_overlapping_persons() -> None:
+    from smp_parsing.utils.callbacks.image_logger import parsing_layers, person_boxes
+
+    maps = np.zeros((3, 4, 6), np.uint8)
+    maps[0, 0:3, 0:3] = 5
+    maps[1, 1:4, 2:6] = 7  # overlaps person 0 at rows 1-2, column 2
+    scores = np.array([0.9, 0.4, 0.3])  # person 2 is empty
+    classes, persons = parsing_layers(maps, scores)
+    assert classes[1, 2] == 5 and persons[1, 2] == 1  # the better-scored person is on top
+    assert classes[3, 5] == 7 and persons[3, 5] == 2 and persons[0, 5] == 0
+    _, gt_persons = parsing_layers(maps)  # GT: the later person is on top
+    assert gt_persons[1, 2] == 2
+    boxes = person_boxes(maps, scores)
+    assert [b["class_id"] for b in boxes] == [1, 2]
+    assert boxes[1]["position"] == {"minX": 2, "minY": 1, "maxX": 6, "maxY": 4}
+    assert boxes[0]["scores"] == {"score": pytest.approx(0.9)}
+
+
+def test_log_tables_run_writes_a_table_into_the_group(tmp_path) -> None:
+    wandb_env.log_tables_run(
+        {"sweep/table": (["job", "APp50"], [["0", 41.0], ["1", 42.5]])},
+        tmp_path, group="2026-01-01_00-00-00", job_type="report",
+    )  # fmt: skip
+    (run,) = offline_runs(tmp_path)
+    assert (run.group, run.job_type) == ("2026-01-01_00-00-00", "report")
+    table = run.table("sweep/table")
+    assert table["columns"] == ["job", "APp50"] and table["data"] == [["0", 41.0], ["1", 42.5]]

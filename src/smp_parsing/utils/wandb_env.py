@@ -12,7 +12,9 @@ import logging
 import netrc
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +67,45 @@ def finish_wandb(failed: bool) -> None:
     if wandb.run is not None:
         log.info("Closing the W&B run %s.", wandb.run.id)
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def log_tables_run(
+    tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]],
+    save_dir: str | os.PathLike,
+    project: str = "smp_parsing",
+    group: str | None = None,
+    job_type: str | None = None,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> str:
+    """Log tables as ``wandb.Table``s in one short W&B run of their own, then finish it.
+
+    For results computed outside a training job (``report``'s sweep table): with ``group`` set to
+    the sweep's group the table sits next to the sweep's runs in the dashboard.
+
+    Args:
+        tables: ``{key: (columns, rows)}``.
+        save_dir: folder the run's files go to (``<save_dir>/wandb/``).
+        project: W&B project.
+        group: W&B group (the sweep's: its multirun directory name).
+        job_type: W&B job type (e.g. ``report``).
+        name: run name.
+        config: run config.
+
+    Returns:
+        The run's id.
+    """
+    ensure_wandb_mode()
+    import wandb
+
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project=project, group=group, job_type=job_type, name=name,
+                     dir=str(save_dir), config=dict(config or {}))  # fmt: skip
+    try:
+        run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+                 for key, (columns, rows) in tables.items()})  # fmt: skip
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return run.id
