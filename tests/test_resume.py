@@ -145,3 +145,54 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path, wo
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"] == 6
     assert not list((tmp_path / "resumed" / "checkpoints").glob("*.tmp-*"))
     assert os.path.exists(tmp_path / "resumed" / "metrics.json")
+
+
+class SignalAtStep(pl.Callback):
+    """Send this process ``signum`` at the end of global step ``step`` (of stage ``stage``)."""
+
+    def __init__(self, step: int, signum: int = 2, stage: str | None = None) -> None:
+        self.step, self.signum, self.stage = step, signum, stage
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if trainer.global_step == self.step and self.stage in (None, pl_module.hparams.stage):
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigint_stops_after_the_step_with_its_checkpoint(synthetic_root, tmp_path) -> None:
+    from smp_parsing.utils.callbacks import Preempted
+
+    # Ctrl-C mid-epoch: the step finishes, preempted.ckpt holds it, the exit says how to resume
+    overrides = tiny_train_overrides(
+        synthetic_root, "data.batch_size=1", "trainer.limit_train_batches=4",
+        "+callbacks.sig._target_=test_resume.SignalAtStep", "+callbacks.sig.step=2",
+    )  # fmt: skip
+    with pytest.raises(Preempted) as info:
+        train(compose_config("train", overrides, tmp_path))
+    ckpt = tmp_path / "checkpoints" / "preempted.ckpt"
+    assert info.value.code == 143 and info.value.checkpoint == str(ckpt)
+    assert info.value.resume_command.endswith(f"ckpt_path={ckpt}")
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 2 and state["epoch"] == 0
+    assert state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 2
+    assert not (tmp_path / "metrics.json").exists()  # not a finished run
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+@pytest.mark.slow
+def test_a_job_interrupted_in_its_mir_stage_resumes_the_mir_stage(synthetic_root, tmp_path):
+    common = tiny_train_overrides(
+        synthetic_root, "stage=main_mir", "mir_stage.max_epochs=2", "callbacks.image_logger=null"
+    )
+    crash = ["+callbacks.sig._target_=test_resume.SignalAtStep", "+callbacks.sig.step=3",
+             "+callbacks.sig.signum=15", "+callbacks.sig.stage=mir"]  # fmt: skip
+    with pytest.raises(SystemExit):
+        train(compose_config("train", [*common, *crash], tmp_path))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # the main stage finished
+    assert (tmp_path / "checkpoints" / "mir" / "preempted.ckpt").is_file()
+    # the requeued job (resume=auto): the newest checkpoint is the MIR stage's, main is done
+    _, objects = train(compose_config("train", [*common, "resume=auto"], tmp_path))
+    summary = objects["summary"]
+    assert list(summary["stages"]) == ["mir"] and objects["trainer"].global_step == 4
+    assert Path(summary["last_model_path"]).parent == tmp_path / "checkpoints" / "mir"

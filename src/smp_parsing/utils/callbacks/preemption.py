@@ -183,8 +183,6 @@ class PreemptionCheckpoint(Callback):
             return
         self._trainer = trainer
         self.saved_path = self.saved_step = None
-        if self.catch_sigint and _in_main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
         # The loaders are built later (and the persistent validation workers started before any
         # hook runs between building and iterating): shield them as the data module builds them.
         datamodule = trainer.datamodule
@@ -194,8 +192,11 @@ class PreemptionCheckpoint(Callback):
                 setattr(datamodule, name, _shielded(method))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
+        if stage == "fit":
+            self._restore(trainer)
+
+    def _restore(self, trainer: pl.Trainer) -> None:
+        """Undo :meth:`setup` (after a fit, or an exception: Lightning skips ``teardown`` then)."""
         self._trainer = None
         datamodule = trainer.datamodule
         for name in LOADER_METHODS if datamodule is not None else ():
@@ -206,6 +207,10 @@ class PreemptionCheckpoint(Callback):
             self._previous_sigint = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, not in setup: Lightning snapshots every signal handler after setup and restores
+        # the snapshot when the fit ends (ours would outlive the fit otherwise).
+        if self.catch_sigint and _in_main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
         # loaders not built by a data module (the train loader's workers start at its first
         # batch; validation workers started by the sanity check are not reached)
         shield_workers(trainer.train_dataloader)
@@ -214,9 +219,12 @@ class PreemptionCheckpoint(Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        if trainer.state.fn != "fit":
+            return
+        self._restore(trainer)
         # Only the loops' own stop: they raise it at a step boundary, so the state is that of the
         # last completed step (a KeyboardInterrupt or an error may come from inside a step).
-        if trainer.state.fn != "fit" or not isinstance(exception, SIGTERMException):
+        if not isinstance(exception, SIGTERMException):
             return
         self.saved_path = save_atomically(trainer, self.path)
         self.saved_step = trainer.global_step
