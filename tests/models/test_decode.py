@@ -201,6 +201,7 @@ def loop_group_release(pointed, finite, part_scores, cand_thr, thr, min_radius):
         for x in range(grid)
         if part_scores[lv, c, y, x] > cand_thr
     ]
+    cands.sort(key=lambda e: (e[3], e[4], e[1]))  # ties: first cell in (y, x), lowest level
     chosen = []
     for q in range(pointed.shape[0]):
         pts = [pointed[q, c].tolist() for c in range(num_cls) if finite[q, c]]
