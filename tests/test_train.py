@@ -222,3 +222,21 @@ def test_mixed_precision_training_on_cpu(synthetic_root, tmp_path) -> None:
     for key in ("train/loss", "train/loss_center", "train/loss_mask", "train/loss_offset"):
         value = torch.as_tensor(metric_dict[key])
         assert torch.isfinite(value) and value.dtype == torch.float32, key
+
+
+def test_a_resumed_run_continues_its_loggers(tmp_path) -> None:
+    from smp_parsing.train import continue_loggers, stage_config
+
+    def logger_cfg(stage: str):
+        cfg = compose_config("train", ["logger=many_loggers"], tmp_path)
+        cfg = stage_config(cfg, stage, after_main=stage == "mir")
+        continue_loggers(cfg)
+        return cfg.logger
+
+    first, again, mir = logger_cfg("main"), logger_cfg("main"), logger_cfg("mir")
+    # CSV / TensorBoard: one version per stage, not version_<n> per start (appended on resume)
+    assert first.csv.version == first.tensorboard.version == "main" and mir.csv.version == "mir"
+    # W&B: the id stored with the run, resume="allow"; each stage its own run
+    assert first.wandb.id == again.wandb.id and first.wandb.resume == "allow"
+    assert (tmp_path / "wandb_id_main.txt").read_text().strip() == first.wandb.id
+    assert mir.wandb.id != first.wandb.id
