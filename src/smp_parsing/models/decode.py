@@ -630,8 +630,8 @@ def group_parts_release(
     release's argmax would duplicate candidate 0 there).
 
     The weight depends on the cell, not on the level, so each cell's candidate is its
-    best level; the search is then dense over ``(Q, C_P, S, S)`` (no candidate list: no
-    host read of its length, and a memory bound whatever the thresholds).
+    best level: at most C_P x S x S candidates whatever the thresholds, and every
+    (human, candidate) pair is weighted at once (``(Q, K)``, K the candidate cells).
 
     Args:
         pointed: ``(Q, C_P, 2)`` pointed part centres ``(x, y)`` in grid cells.
@@ -648,6 +648,7 @@ def group_parts_release(
     """
     device = part_scores.device
     _, num_part_classes, grid, _ = part_scores.shape
+    num_humans = pointed.shape[0]
     # Radius: extent of the box of the human's (finite) pointed centres; none -> 0 -> guard.
     lo = torch.where(finite[..., None], pointed, float("inf")).amin(1)  # (Q, 2)
     hi = torch.where(finite[..., None], pointed, float("-inf")).amax(1)
@@ -656,19 +657,43 @@ def group_parts_release(
     target = torch.nan_to_num(pointed).clamp(0, grid - 1).round()  # (Q, C_P, 2) cells
 
     cell_score, cell_level = part_scores.max(0)  # (C_P, S, S): each cell's best level
-    is_cand = cell_score > cand_score_thr
-    coords = torch.arange(grid, device=device, dtype=target.dtype)
-    dist = (coords - target[..., 0, None]).abs()[:, :, None, :] + (
-        coords - target[..., 1, None]
-    ).abs()[:, :, :, None]  # (Q, C_P, S, S) Manhattan distance to the pointed cell
-    weighted = cell_score * torch.exp(-(dist**2) / radius[:, None, None, None] ** 2)
-    weighted = torch.where(is_cand & finite[:, :, None, None], weighted, -1.0)
-    best, best_cell = weighted.flatten(2).max(2)  # (Q, C_P): first maximal cell
-    human, cls = (best > cate_score_thr).nonzero(as_tuple=True)
-    cell = best_cell[human, cls]
-    cell_y = torch.div(cell, grid, rounding_mode="floor")
-    cell_x = cell - cell_y * grid
-    return human, cell_level[cls, cell_y, cell_x], cls, cell_y, cell_x, best[human, cls]
+    cand = (cell_score.flatten() > cand_score_thr).nonzero(as_tuple=True)[0]
+    cand_score = cell_score.flatten()[cand]
+    cand_cls = torch.div(cand, grid * grid, rounding_mode="floor")
+    cand_y = torch.div(cand, grid, rounding_mode="floor") % grid
+    cand_x = cand % grid
+    num_cand = cand.numel()
+
+    # Every (human, candidate) pair: distance to the human's pointed centre of the
+    # candidate's class, weighted score; -1 where that centre is not finite.
+    target_xy = target[:, cand_cls]  # (Q, K, 2)
+    dist = (cand_x - target_xy[..., 0]).abs() + (cand_y - target_xy[..., 1]).abs()
+    weighted = cand_score * torch.exp(-(dist**2) / radius[:, None] ** 2)  # (Q, K)
+    weighted = torch.where(finite[:, cand_cls], weighted, -1.0)
+
+    # Best candidate of each (human, class): max by scatter, then the first reaching it
+    # (candidates are in (class, y, x) order).
+    num_groups = num_humans * num_part_classes
+    group = torch.arange(num_humans, device=device)[:, None] * num_part_classes + cand_cls
+    best = torch.full((num_groups,), -1.0, device=device)
+    best.scatter_reduce_(0, group.flatten(), weighted.flatten(), "amax")
+    is_best = (weighted >= 0) & (weighted == best[group])
+    cand_idx = torch.arange(num_cand, device=device).expand_as(group)
+    first = torch.full((num_groups,), num_cand, dtype=torch.long, device=device)
+    first.scatter_reduce_(
+        0, group.flatten(), torch.where(is_best, cand_idx, num_cand).flatten(), "amin"
+    )
+    chosen_group = ((first < num_cand) & (best > cate_score_thr)).nonzero(as_tuple=True)[0]
+    chosen = first[chosen_group]  # (R,) candidate index
+    cell_y, cell_x, cls = cand_y[chosen], cand_x[chosen], cand_cls[chosen]
+    return (
+        torch.div(chosen_group, num_part_classes, rounding_mode="floor"),
+        cell_level[cls, cell_y, cell_x],
+        cls,
+        cell_y,
+        cell_x,
+        best[chosen_group],
+    )
 
 
 def rank_in_group(score: Tensor, group: Tensor, num_groups: int) -> Tensor:
