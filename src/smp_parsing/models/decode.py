@@ -67,8 +67,8 @@ def decode_parsing(
          ``score * exp(-d^2 / r^2)``, r the spread of the accepted pointed centres. Either
          way at most ``nms_pre`` parts per human (highest weighted scores) go on;
       4. masks from the kernels (> ``mask_thr``), area > level stride, maskness rescoring,
-         matrix NMS among same-class parts of a human (one part per level and class can
-         survive step 3, so duplicates across levels are decayed here), keep >=
+         matrix NMS among same-class parts of a human (with ``pointed_cell`` one part per
+         level and class survives step 3: duplicates across levels are decayed here), keep >=
          ``update_thr``, at most ``max_parts_per_human`` per human; parts painted in
          ascending score into one map per human at mask resolution (a cell no part covers
          takes the label of its best covered neighbour); human score = its center score;
