@@ -185,6 +185,18 @@ def test_optuna_search_composes(tmp_path) -> None:
 def test_slurm_launcher_composes(tmp_path) -> None:
     cfg = compose_config("train", ["hydra/launcher=slurm", "trainer=ddp"], tmp_path)
     assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices
+    # SLURM warns with SIGUSR1 (Lightning's requeue signal) signal_delay_s before the limit:
+    # the sbatch script asks for it once (submitit's own USR2 request is replaced)
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    launcher = cfg.hydra.launcher
+    script = _make_sbatch_string(
+        command="python job.py", folder=str(tmp_path), signal_delay_s=launcher.signal_delay_s,
+        additional_parameters=dict(launcher.additional_parameters),
+    )  # fmt: skip
+    signals = [line for line in script.splitlines() if line.startswith("#SBATCH --signal")]
+    assert signals == ["#SBATCH --signal=USR1@120"] and "#SBATCH --requeue" in script
+    assert launcher.max_num_timeout == 0
 
 
 def test_run_dirs_never_collide() -> None:
