@@ -147,3 +147,53 @@ def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_
     steps = (run_dir / "csv" / "main" / "metrics.csv").read_text()
     assert not list((run_dir / "csv").glob("version_*"))
     assert "train/loss_step" in steps.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_slurm_usr1_requeue_saves_hpc_checkpoint_and_the_requeued_job_resumes(
+    synthetic_root, tmp_path
+) -> None:
+    # Lightning's SLURM environment (auto-requeue) on SIGUSR1 saves hpc_ckpt_1.ckpt and runs
+    # `scontrol requeue <job id>`; here a fake scontrol records the call and, as SLURM does when
+    # it requeues a running job, sends the job SIGTERM.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol_calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nkill -TERM $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
+        del env[key]
+    env.update(SLURM_JOB_ID="4343", SLURM_JOB_NAME="smp", SLURM_NTASKS="1", SLURM_PROCID="0",
+               SLURM_LOCALID="0", SLURM_NODEID="0")  # fmt: skip
+    marker = tmp_path / "paused"
+    job = train_command(
+        synthetic_root, tmp_path / "job",
+        "+callbacks.pause._target_=test_preemption.PauseAtStep",
+        f"+callbacks.pause.step={PAUSE_STEP}", f"+callbacks.pause.marker={marker}",
+    )  # fmt: skip
+    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the job never reached the pause step"
+        os.killpg(proc.pid, signal.SIGUSR1)  # SLURM signals every process of the step
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert calls.read_text().split() == ["requeue", "4343"]
+    run_dir = the_run_dir(tmp_path / "job")
+    assert run_dir.name == "slurm-4343" and (run_dir / "hpc_ckpt_1.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
+
+    resumed = run(job, env)  # the requeued job: same command, same job id
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run_dir(tmp_path / "job") == run_dir
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 8

@@ -13,11 +13,11 @@ This callback
   optimiser, schedulers, loop progress (epoch and batch within it: the train sampler skips the
   batches already trained, ``data/sampler.py``), callbacks (``ModelCheckpoint``'s best score and
   top-k) and the RNG states (``SMPLitModule.on_save_checkpoint``);
-- makes the DataLoader workers ignore SIGTERM / SIGINT: SLURM and a terminal signal the whole
-  process group, and a worker killed by it makes the main process raise "DataLoader worker
-  is killed by signal" (torch's SIGCHLD handler) at an arbitrary point instead of stopping at a
-  step boundary. The main process still shuts its workers down when it exits (and they exit
-  when it dies).
+- makes the DataLoader workers ignore SIGTERM / SIGINT / SIGUSR1 / SIGUSR2: SLURM and a
+  terminal signal the whole process group, and a worker killed by it makes the main process
+  raise "DataLoader worker is killed by signal" (torch's SIGCHLD handler) at an arbitrary point
+  instead of stopping at a step boundary. The main process still shuts its workers down when it
+  exits (and they exit when it dies).
 
 SLURM's pre-timeout signal is SIGUSR1 (``hydra/launcher=slurm``), handled by Lightning's
 ``SLURMEnvironment`` (``hpc_ckpt_<n>.ckpt`` + requeue); the SIGTERM SLURM sends at the time
@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 # 128 + SIGTERM, what a shell reports for a process stopped by SIGTERM: not a success (a script
 # chaining `train && evaluate` must not evaluate an unfinished model), not a crash either.
 PREEMPTED_EXIT_CODE = 143
+# Signals a DataLoader worker ignores. SLURM's `--signal=USR1@<s>` reaches every process of the
+# job step, workers included: by default SIGUSR1 kills a worker, and a worker forked after
+# Lightning installed its requeue handler would run that handler (save a checkpoint, requeue)
+# in the worker. The main process handles them all.
+WORKER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 # the data module methods whose loaders run during a fit
 LOADER_METHODS = ("train_dataloader", "val_dataloader")
 
@@ -65,7 +70,8 @@ class Preempted(SystemExit):
 
 
 class IgnoreTerminationSignals:
-    """``worker_init_fn`` wrapper: ignore SIGTERM and SIGINT in a DataLoader worker, then call
+    """``worker_init_fn`` wrapper: ignore SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 in a DataLoader
+    worker (:data:`WORKER_IGNORED_SIGNALS`), then call
     the wrapped function (a class, not a closure, so that it pickles for ``spawn`` workers).
 
     Without a wrapped function it calls Lightning's ``pl_worker_init_function`` when
@@ -77,8 +83,8 @@ class IgnoreTerminationSignals:
         self.fn = fn
 
     def __call__(self, worker_id: int) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in WORKER_IGNORED_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         if self.fn is not None:
             self.fn(worker_id)
         elif os.environ.get("PL_SEED_WORKERS") == "1":
