@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast test-full lint format bench clean
+.PHONY: help install train test test-fast test-full lint format bench gpu-check clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ format: $(STAMP) ## Auto-format and fix what ruff can
 
 bench: $(STAMP) ## Speed / memory benchmarks (prints figures, writes benchmarks/results/)
 	$(PY) -m benchmarks.run_all
+
+gpu-check: $(STAMP) ## One GPU, <= 8 min: gpu tests, SMP vs paper and Mask R-CNN (ARGS=--dry-run: CPU toy run)
+	$(PY) -m benchmarks.gpu_check $(ARGS)
 
 clean: ## Remove caches and generated outputs (keeps .venv and data/)
 	rm -rf .pytest_cache .ruff_cache outputs multirun benchmarks/results

@@ -1,0 +1,733 @@
+"""The prepared GPU check of issue 13.4: the ``gpu`` tests, then one table against the paper and a peer.
+
+``make gpu-check`` (= ``python -m benchmarks.gpu_check``) on one GPU, with only the repository and
+its install step, in at most 8 minutes (a global time budget, ``--budget-s``):
+
+1. ``gpu_tests``: ``pytest -m gpu`` (``tests/gpu/``: DCN CUDA == CPU, SMP-R50* training step in
+   fp32 and bf16, decode and ``ParsingMetrics`` on CUDA == CPU) in a subprocess;
+2. ``inference``: SMP-R50* and SMP-R101* (DCNv2 backbones, paper widths) at 800 x 1216, batch 1:
+   forward, decode, total, FPS (paper Table 4: 124 / 132 ms on one V100), in fp32 and bf16, with
+   torchvision's Mask R-CNN R50-FPN (``weights=None``) timed in alternating rounds of the same
+   process (:func:`benchmarks.bench_inference.bench_smp_inference`); the decode runs on the
+   outputs a perfect network gives for an image with 3 persons (MHP v2 val: 2.6 on average);
+3. ``training``: one SGD step at the paper's size (batch 4, short side 800) of SMP-R50* and of Mask
+   R-CNN R50-FPN, alternating (images/s), then each side's peak GPU memory on its own;
+4. ``syncs``: host-device synchronisations of one SMP-R50* training step and of one image's
+   decode: ``torch.cuda.set_sync_debug_mode("warn")`` warnings counted, beside a count of the
+   operators known to synchronise (:class:`SyncOpCounter`, the only count on the CPU);
+5. ``synthetic_training``: ``python -m smp_parsing.train experiment=synthetic trainer=gpu`` for
+   200 steps at GPU size (512 px images, batch 16) in a subprocess; the logged training loss must
+   be finite and decreasing.
+
+Every phase is guarded: an exception, a timeout or a spent budget is reported in its row and the
+next phase still runs; the exit status is 1 when a phase did not pass. The table is printed and
+written with the JSON to ``benchmarks/results/gpu_check.{md,json}`` (``--json`` for another path).
+
+``--dry-run`` runs the same code on the CPU at toy sizes (ResNet-18 at 1/4 width with DCNv2,
+narrow heads, 128 x 192 images, a dozen synthetic steps) in about a minute:
+``tests/benchmarks/test_gpu_check.py`` runs it.
+
+Usage::
+
+    python -m benchmarks.gpu_check [--dry-run] [--budget-s 450] [--device auto] [--json f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import gc
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from benchmarks.bench_inference import bench_smp_inference, decode_workload
+from benchmarks.bench_training import make_batch, mask_rcnn_step_fn, memory_of_side, smp_step_fn
+from benchmarks.common import (
+    REPO_ROOT,
+    TINY_OVERRIDES,
+    build_mask_rcnn,
+    build_smp,
+    machine_info,
+    metas_for,
+    resolve_device,
+    set_threads,
+    time_alternating,
+)
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+PAPER_MS = {"SMP-R50*": 124.0, "SMP-R101*": 132.0}  # Table 4, one V100, MHP v2 val
+PEER = "Mask R-CNN R50-FPN"
+
+
+# ----------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and limits of one run (the GPU check, or its CPU dry run)."""
+
+    rows: tuple[tuple[str, str], ...]  # (label, conf/backbone preset) of the SMP rows
+    net_overrides: dict[str, Any] | None  # dotted SMP config overrides (None: paper widths)
+    infer_size: tuple[int, int]
+    infer_persons: int
+    infer_warmup: int
+    infer_repeats: int
+    precisions: tuple[str, ...]  # "fp32" and/or "bf16" (autocast) inference rows
+    train_batch: int
+    train_size: tuple[int, int]
+    train_persons: int
+    train_warmup: int
+    train_repeats: int
+    synthetic_steps: int
+    synthetic_overrides: tuple[str, ...]
+    test_paths: tuple[str, ...]  # where `pytest -m gpu` collects
+    budget_s: float  # the whole check, phases included
+    phase_caps_s: dict[str, float] = field(default_factory=dict)
+
+
+# The synthetic experiment at GPU size: 512 px images in batches of 16 fed by 12 loader workers;
+# 800 images = 50 steps per epoch, validated (on CUDA: decode + metrics) after each epoch.
+GPU_SYNTHETIC = (
+    "data.generator.size=512",
+    "data.num_train=800",
+    "data.num_val=16",
+    "data.generate_workers=8",
+    "data.batch_size=16",
+    "data.eval_batch_size=8",
+    "data.num_workers=12",
+    "data.pin_memory=true",
+    "data.persistent_workers=true",
+    "data.train_transforms.resize.short_sides=[384,448,512]",
+    "data.train_transforms.resize.max_long_side=640",
+    "data.test_transforms.resize.short_sides=[512]",
+    "data.test_transforms.resize.max_long_side=640",
+)
+
+FULL = Settings(
+    rows=(("SMP-R50*", "r50_dcn"), ("SMP-R101*", "r101_dcn")),
+    net_overrides=None,
+    infer_size=(800, 1216),
+    infer_persons=3,
+    infer_warmup=3,
+    infer_repeats=20,
+    precisions=("fp32", "bf16"),
+    train_batch=4,
+    train_size=(800, 1216),
+    train_persons=3,
+    train_warmup=2,
+    train_repeats=5,
+    synthetic_steps=200,
+    synthetic_overrides=GPU_SYNTHETIC,
+    test_paths=("tests",),
+    budget_s=450.0,
+    phase_caps_s={
+        "gpu_tests": 180,
+        "inference": 120,
+        "training": 90,
+        "syncs": 60,
+        "synthetic_training": 240,
+    },  # fmt: skip
+)
+
+# ResNet-18 at 1/4 width keeps the DCNv2 stages of the r50_dcn / r101_dcn presets (every code
+# path of the GPU run) at a size the 2-core CPU runs in seconds.
+DRY_NET = {"backbone.depth": 18, "backbone.base_width": 16, **TINY_OVERRIDES}
+DRY = Settings(
+    rows=FULL.rows,
+    net_overrides=DRY_NET,
+    infer_size=(128, 192),
+    infer_persons=3,
+    infer_warmup=0,
+    infer_repeats=1,
+    precisions=("fp32",),
+    train_batch=2,
+    train_size=(128, 160),
+    train_persons=2,
+    train_warmup=0,
+    train_repeats=1,
+    synthetic_steps=12,
+    synthetic_overrides=(
+        "model.net.backbone.base_width=16",
+        *(f"model.net.{k}={v}" for k, v in TINY_OVERRIDES.items()),
+        "model.scheduler.warmup_iters=2",
+        "data.generator.size=96",
+        "data.num_train=16",
+        "data.num_val=2",
+        "data.batch_size=4",
+        "data.eval_batch_size=2",
+        "data.num_workers=0",
+        "data.train_transforms.resize.short_sides=[64]",
+        "data.train_transforms.resize.max_long_side=96",
+        "data.test_transforms.resize.short_sides=[64]",
+        "data.test_transforms.resize.max_long_side=96",
+    ),
+    test_paths=("tests/gpu",),
+    budget_s=240.0,
+    phase_caps_s={
+        "gpu_tests": 120,
+        "inference": 90,
+        "training": 90,
+        "syncs": 60,
+        "synthetic_training": 150,
+    },  # fmt: skip
+)
+
+
+# ----------------------------------------------------------------------- sync counting
+# Operators that make the host wait for the device when their inputs live on CUDA: a scalar read
+# (.item(), bool(), float()), data-dependent output sizes, and copies between host and device
+# (seen on CUDA only). The list is for the CPU, where there is no device to wait for; on CUDA the
+# sync debug mode is the authority.
+SYNC_OPS = frozenset(
+    {
+        "aten._local_scalar_dense",
+        "aten.nonzero",
+        "aten.masked_select",
+        "aten._unique2",
+        "aten.unique_dim",
+        "aten.unique_consecutive",
+        "aten.repeat_interleave",
+        "aten.bincount",
+        "aten.histc",
+        "aten.multinomial",
+    }
+)
+
+
+def _is_bool_index(args: tuple) -> bool:
+    """``aten.index`` / ``index_put`` with a boolean mask (a hidden ``nonzero``)."""
+    indices = args[1] if len(args) > 1 else ()
+    return isinstance(indices, (list, tuple)) and any(
+        isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices
+    )
+
+
+class SyncOpCounter(TorchDispatchMode):
+    """Counts the operators of :data:`SYNC_OPS`, boolean-mask indexing and device-to-host copies.
+
+    Runs below autograd, so the backward's operators count too. Usage::
+
+        with SyncOpCounter() as counter:
+            step()
+        counter.total, counter.ops  # Counter of operator names
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return sum(self.ops.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._overloadpacket._qualified_op_name.replace("::", ".")
+        if name in SYNC_OPS:
+            self.ops[name] += 1
+        elif name in ("aten.index", "aten.index_put", "aten.index_put_") and _is_bool_index(args):
+            self.ops[f"{name}[bool mask]"] += 1
+        elif name in ("aten._to_copy", "aten.copy_"):
+            src = args[1] if name == "aten.copy_" else args[0]
+            dst = kwargs.get("device") if name == "aten._to_copy" else args[0].device
+            if isinstance(src, torch.Tensor) and dst is not None:
+                dst_type = torch.device(dst).type
+                if src.is_cuda and dst_type == "cpu":
+                    self.ops["device-to-host copy"] += 1
+                elif src.device.type == "cpu" and dst_type == "cuda" and not src.is_pinned():
+                    # from pageable memory: the host waits for the staging copy
+                    self.ops["host-to-device copy"] += 1
+        return func(*args, **kwargs)
+
+
+def count_syncs(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    """Host-device synchronisations of one call of ``fn``.
+
+    Returns:
+        ``sync_ops`` (operators counted by :class:`SyncOpCounter`) with their breakdown
+        ``sync_op_names``; on CUDA also ``cuda_syncs``: the warnings of
+        ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronising CUDA call that torch
+        instruments, including the ones inside kernels, e.g. boolean-mask indexing).
+    """
+    result: dict[str, Any] = {"cuda_syncs": None}
+    with contextlib.ExitStack() as stack:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            caught = stack.enter_context(warnings.catch_warnings(record=True))
+            warnings.simplefilter("always")  # the same line twice counts twice
+            torch.cuda.set_sync_debug_mode("warn")
+            stack.callback(torch.cuda.set_sync_debug_mode, "default")
+        counter = stack.enter_context(SyncOpCounter())
+        fn()
+    if device.type == "cuda":
+        result["cuda_syncs"] = sum("called a synchronizing" in str(w.message) for w in caught)
+    result["sync_ops"] = counter.total
+    result["sync_op_names"] = dict(counter.ops.most_common())
+    return result
+
+
+# ----------------------------------------------------------------------- phase guard
+class PhaseTimeout(Exception):
+    """A phase ran past its share of the time budget."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`PhaseTimeout` in the main thread after ``seconds`` (SIGALRM)."""
+
+    def expire(signum, frame):
+        raise PhaseTimeout(f"ran past its limit of {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+class Check:
+    """Runs the phases under one time budget and keeps what each reported."""
+
+    def __init__(self, settings: Settings, device: torch.device, budget_s: float) -> None:
+        self.settings = settings
+        self.device = device
+        self.budget_s = budget_s
+        self.start = time.perf_counter()
+        self.phases: dict[str, dict[str, Any]] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def run(self, name: str, fn: Callable[[float], dict[str, Any]], *, min_s: float) -> None:
+        """Run phase ``name`` (``fn(limit_s) -> figures``) if at least ``min_s`` are left.
+
+        ``figures["status"]`` may say ``"failed"`` (a check of the phase did not pass);
+        otherwise the phase is ``"ok"``, or ``"failed"`` / ``"timeout"`` / ``"skipped"``.
+        """
+        left = self.budget_s - self.elapsed()
+        if left < min_s:
+            reason = f"time budget: {left:.0f} s left, needs about {min_s:.0f} s"
+            self.phases[name] = {"status": "skipped", "error": reason, "seconds": 0.0}
+            print(f"[gpu_check] {name}: skipped ({reason})", flush=True)
+            return
+        limit = min(self.settings.phase_caps_s.get(name, left), left)
+        print(f"[gpu_check] {name}: running (limit {limit:.0f} s)", flush=True)
+        t0 = time.perf_counter()
+        try:
+            with deadline(limit):
+                figures = fn(limit)
+            figures.setdefault("status", "ok")
+        except PhaseTimeout as exc:
+            figures = {"status": "timeout", "error": str(exc)}
+        except Exception as exc:  # a failed phase is reported; the next one still runs
+            figures = {
+                "status": "failed",
+                "error": f"{type(exc).__name__}: {exc}"[:500],
+                "traceback": traceback.format_exc()[-3000:],
+            }
+        figures["seconds"] = round(time.perf_counter() - t0, 2)
+        self.phases[name] = figures
+        _release_memory(self.device)
+        print(f"[gpu_check] {name}: {figures['status']} in {figures['seconds']:.1f} s", flush=True)
+
+
+# ----------------------------------------------------------------------- phases
+def parse_pytest_summary(output: str) -> dict[str, int]:
+    """``{"passed": n, "failed": n, ...}`` from pytest's last summary line."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "deselected": 0}
+    lines = [ln for ln in output.strip().splitlines() if re.search(r"\d+ (passed|failed|skip|error|deselected)", ln)]  # fmt: skip
+    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", lines[-1] if lines else ""):  # fmt: skip
+        counts["errors" if word.startswith("error") else word] = int(number)
+    return counts
+
+
+def phase_gpu_tests(check: Check, limit: float) -> dict[str, Any]:
+    """``pytest -m gpu`` in a subprocess: every gpu test passes (on a GPU none may skip)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+           *check.settings.test_paths]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit)
+    output = proc.stdout + proc.stderr
+    counts = parse_pytest_summary(output)
+    figures: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode,
+                               **counts}  # fmt: skip
+    figures["failures"] = [ln for ln in output.splitlines() if ln.startswith(("FAILED", "ERROR"))]
+    ran = counts["passed"] + counts["failed"] + counts["errors"] + counts["skipped"]
+    ok = proc.returncode == 0 and ran > 0
+    if check.device.type == "cuda" and counts["skipped"]:
+        ok = False  # a gpu test skipping on a GPU machine did not test anything
+        figures["error"] = f"{counts['skipped']} gpu tests skipped although CUDA is present"
+    if not ok:
+        figures["status"] = "failed"
+        figures.setdefault("error", "; ".join(figures["failures"][:3]) or output[-500:])
+    return figures
+
+
+def _inference_row(check: Check, label: str, preset: str, precision: str, peer: bool):
+    s = check.settings
+    cuda = check.device.type == "cuda"
+    row = bench_smp_inference(
+        preset,
+        height=s.infer_size[0],
+        width=s.infer_size[1],
+        persons=s.infer_persons,
+        warmup=s.infer_warmup,
+        repeats=s.infer_repeats,
+        device=check.device,
+        amp=precision == "bf16",
+        channels_last=True if cuda else None,  # as bench_inference on CUDA
+        mask_rcnn=peer,
+        overrides=s.net_overrides,
+    )
+    keep = ("backbone", "size", "persons_in_decode", "amp_bf16", "channels_last", "parameters_m",
+            "smp_persons", "backbone_fpn_ms", "forward_ms", "decode_ms", "total_ms", "fps_total",
+            "mask_rcnn_ms", "mask_rcnn_detections", "ratio_total_vs_mask_rcnn", "total_stock_ms",
+            "warning")  # fmt: skip
+    out = {k: row[k] for k in keep if k in row}
+    out.update(label=label, precision=precision, paper_v100_ms=PAPER_MS.get(label))
+    if peer:
+        out["mask_rcnn_fps"] = 1e3 / row["mask_rcnn_ms"]
+    if row.get("smp_persons") != s.infer_persons:
+        out["status"] = "failed"
+        out["error"] = f"the decode found {row.get('smp_persons')} of {s.infer_persons} persons"
+    return out
+
+
+def phase_inference(check: Check, limit: float) -> dict[str, Any]:
+    """SMP rows at batch 1 per precision; the first row of each precision times the peer too."""
+    rows = []
+    for precision in check.settings.precisions:
+        for i, (label, preset) in enumerate(check.settings.rows):
+            rows.append(_inference_row(check, label, preset, precision, peer=i == 0))
+            _release_memory(check.device)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    figures: dict[str, Any] = {"rows": rows}
+    if failed:
+        figures.update(status="failed", error="; ".join(r["error"] for r in failed))
+    return figures
+
+
+def phase_training(check: Check, limit: float) -> dict[str, Any]:
+    """One SGD step of SMP-R50* and of Mask R-CNN on the same batch, alternating; then memory."""
+    s = check.settings
+    dev = check.device
+    amp = dev.type == "cuda"  # bf16 autocast on the GPU (the deployment path of bench_training)
+    label, preset = s.rows[0]
+    height, width = s.train_size
+    net = build_smp(preset, overrides=s.net_overrides).to(dev)
+    peer = build_mask_rcnn(min_size=min(height, width), max_size=max(height, width)).to(dev)
+    images, parsing = make_batch(s.train_batch, height, width, s.train_persons,
+                                 num_classes=net.num_classes, device=dev)  # fmt: skip
+    losses: dict[str, list[float]] = {"smp": [], "mask_rcnn": []}
+    steps = {
+        "smp": smp_step_fn(net, images, parsing, device=dev, amp=amp),
+        "mask_rcnn": mask_rcnn_step_fn(peer, images, parsing, device=dev, amp=amp),
+    }
+    fns = {side: (lambda side=side: losses[side].append(steps[side]())) for side in steps}
+    timings = time_alternating(fns, warmup=s.train_warmup, repeats=s.train_repeats, device=dev)
+    steps.clear()  # the closures hold the models, their optimisers and the batch
+    del net, peer, images, parsing
+    _release_memory(dev)
+    figures: dict[str, Any] = {"label": label, "batch": s.train_batch, "size": [height, width],
+                               "persons_per_image": s.train_persons, "amp_bf16": amp}  # fmt: skip
+    for side, timing in timings.items():
+        figures[f"{side}_step_ms"] = timing.ms
+        figures[f"{side}_images_per_s"] = 1e3 * s.train_batch / timing.ms
+        figures[f"{side}_losses"] = losses[side]
+    # each side alone for its peak (the other one's weights and optimiser state would count)
+    for side in ("smp", "mask_rcnn"):
+        base = 0
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+        memory = memory_of_side(side, backbone=preset, batch=s.train_batch, height=height,
+                                width=width, persons=s.train_persons, steps=1, device=dev,
+                                amp=amp, overrides=s.net_overrides)  # fmt: skip
+        figures[f"{side}_peak_gpu_mib"] = (
+            memory["cuda_peak_mib"] - base / 2**20 if "cuda_peak_mib" in memory else None
+        )
+        figures["peak_rss_mib"] = memory["peak_rss_mib"]  # process-wide high-water mark
+        _release_memory(dev)
+    bad = [side for side in losses if not all(math.isfinite(v) for v in losses[side])]
+    if bad:
+        figures.update(status="failed", error=f"non-finite training loss: {bad}")
+    return figures
+
+
+def phase_syncs(check: Check, limit: float) -> dict[str, Any]:
+    """Synchronisations of one SMP-R50* training step (after a warm-up step) and one decode."""
+    s = check.settings
+    dev = check.device
+    amp = dev.type == "cuda"
+    label, preset = s.rows[0]
+    height, width = s.train_size
+    net = build_smp(preset, overrides=s.net_overrides).to(dev).train()
+    images, parsing = make_batch(s.train_batch, height, width, s.train_persons,
+                                 num_classes=net.num_classes, device=dev)  # fmt: skip
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3,
+                                momentum=0.9)  # fmt: skip
+
+    def step() -> None:  # bench_training's step without its float(loss), which syncs
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            outputs = net(images)
+        net.loss(outputs, parsing)["loss"].backward()
+        optimizer.step()
+
+    step()  # warm-up: lazy initialisation (optimiser state, cuDNN plans) is not per step
+    train = count_syncs(step, dev)
+    net.eval()
+    oracle = decode_workload(net, s.infer_persons, *s.infer_size, dev)
+    metas = metas_for(*s.infer_size)
+    with torch.inference_mode():
+        net.predict(oracle, metas)  # warm-up
+        decode = count_syncs(lambda: net.predict(oracle, metas), dev)
+    return {"label": label, "batch": s.train_batch, "size": [height, width],
+            "decode_persons": s.infer_persons, "training_step": train, "decode": decode}  # fmt: skip
+
+
+def read_loss_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """``(step, train/loss)`` rows of the CSV logger's ``metrics.csv`` under ``run_dir``."""
+    files = sorted(run_dir.rglob("metrics.csv"))
+    if not files:
+        raise FileNotFoundError(f"no metrics.csv under {run_dir}")
+    curve = []
+    with files[-1].open() as f:
+        for row in csv.DictReader(f):
+            value = row.get("train/loss_step") or row.get("train/loss")
+            if value not in (None, ""):
+                curve.append((int(row["step"]), float(value)))
+    return curve
+
+
+def phase_synthetic_training(check: Check, limit: float) -> dict[str, Any]:
+    """``smp_parsing.train experiment=synthetic`` for ``synthetic_steps`` steps in a subprocess."""
+    s = check.settings
+    cuda = check.device.type == "cuda"
+    with tempfile.TemporaryDirectory(prefix="smp_gpu_check_") as tmp:
+        run_dir = Path(tmp) / "run"
+        cmd = [
+            sys.executable, "-m", "smp_parsing.train", "experiment=synthetic",
+            f"trainer={'gpu' if cuda else 'cpu'}",
+            f"trainer.max_steps={s.synthetic_steps}", "trainer.max_epochs=1000",
+            "trainer.max_time=null", "trainer.log_every_n_steps=1",
+            "++trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null",
+            "callbacks.model_summary=null", "logger=csv", "test=false",
+            "extras.print_config=false", "tags=[gpu_check]",
+            f"hydra.run.dir={run_dir}", f"paths.data_dir={tmp}/data/", f"paths.log_dir={tmp}/logs/",
+            *s.synthetic_overrides,
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit)
+        wall = time.perf_counter() - t0
+        output = proc.stdout + proc.stderr
+        figures: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode,
+                                   "wall_s": wall, "steps": s.synthetic_steps}  # fmt: skip
+        if proc.returncode != 0:
+            return {**figures, "status": "failed", "error": output[-1500:]}
+        curve = read_loss_curve(run_dir)
+        summary_file = run_dir / "metrics.json"
+        if summary_file.is_file():
+            summary = json.loads(summary_file.read_text())
+            figures["global_step"] = summary.get("global_step") or summary.get("main", {}).get(
+                "global_step"
+            )
+    losses = [v for _, v in curve]
+    quarter = max(1, len(losses) // 4)
+    first, last = sum(losses[:quarter]) / quarter, sum(losses[-quarter:]) / quarter
+    finite = bool(losses) and all(math.isfinite(v) for v in losses)
+    figures.update(
+        logged_steps=len(losses),
+        last_step=curve[-1][0] if curve else None,
+        loss_first_quarter=first,
+        loss_last_quarter=last,
+        loss_curve=[[step, round(v, 5)] for step, v in curve],
+        finite=finite,
+        decreasing=finite and last < first,
+    )
+    if not (finite and last < first):
+        figures.update(status="failed", error=f"loss not finite and decreasing: {first} -> {last}")
+    return figures
+
+
+# ----------------------------------------------------------------------- table
+def _ms_fps(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.1f} ms ({1e3 / ms:.1f} FPS)"
+
+
+def _gib(mib: float | None) -> str:
+    return "n/a (CPU)" if mib is None else f"{mib / 1024:.2f} GiB"
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """One Markdown table of every phase (a failed or skipped phase shows its reason)."""
+    phases = result["phases"]
+    lines = [f"> {result['note']}", ""] if result.get("note") else []
+    lines += [f"| check | SMP | {PEER} | paper (1 V100) | status |", "|---|---|---|---|---|"]
+
+    def status(ph: dict[str, Any]) -> str:
+        return ph["status"] + (f": {ph['error'][:160]}" if ph.get("error") else "")
+
+    def add(check: str, smp: str = "", peer: str = "", paper: str = "", st: str = "") -> None:
+        cells = (check, smp, peer, paper, st.replace("|", "/").replace("\n", " "))
+        lines.append("| " + " | ".join(cells) + " |")
+
+    ph = phases.get("gpu_tests", {"status": "skipped"})
+    counts = ", ".join(f"{ph[k]} {k}" for k in ("passed", "failed", "skipped", "errors") if ph.get(k))  # fmt: skip
+    add("gpu tests (`pytest -m gpu`)", counts, "", "", status(ph))
+    ph = phases.get("inference", {"status": "skipped"})
+    for row in ph.get("rows", []):
+        add(
+            f"inference {row['label']} {row['precision']}, {row['size'][0]}x{row['size'][1]} b1: "
+            "forward / decode / total",
+            f"{row['forward_ms']:.1f} / {row['decode_ms']:.1f} / {_ms_fps(row['total_ms'])}",
+            _ms_fps(row.get("mask_rcnn_ms")),
+            _ms_fps(row.get("paper_v100_ms")),
+            row.get("status", "ok") + (f": {row['error']}" if row.get("error") else ""),
+        )
+    if not ph.get("rows"):
+        add("inference SMP-R50*, R101*", "", "", "124 / 132 ms", status(ph))
+    ph = phases.get("training", {"status": "skipped"})
+    if "smp_step_ms" in ph:
+        precision = "bf16" if ph["amp_bf16"] else "fp32"
+        add(
+            f"training step {ph['label']} {precision}, batch {ph['batch']}, "
+            f"{ph['size'][0]}x{ph['size'][1]}: images/s, peak GPU memory",
+            f"{ph['smp_images_per_s']:.1f} img/s, {_gib(ph['smp_peak_gpu_mib'])}",
+            f"{ph['mask_rcnn_images_per_s']:.1f} img/s, {_gib(ph['mask_rcnn_peak_gpu_mib'])}",
+            "",
+            status(ph),
+        )
+    else:
+        add("training step SMP-R50*, batch 4, short side 800", "", "", "", status(ph))
+    ph = phases.get("syncs", {"status": "skipped"})
+    if "training_step" in ph:
+        train, decode = ph["training_step"], ph["decode"]
+
+        def syncs(c: dict[str, Any]) -> str:
+            cuda = "n/a" if c["cuda_syncs"] is None else str(c["cuda_syncs"])
+            return f"{cuda} CUDA syncs ({c['sync_ops']} sync-prone ops)"
+
+        add("host syncs: one training step / one image's decode",
+            f"{syncs(train)} / {syncs(decode)}", "", "", status(ph))  # fmt: skip
+    else:
+        add("host syncs per training step / decode", "", "", "", status(ph))
+    ph = phases.get("synthetic_training", {"status": "skipped"})
+    if "loss_first_quarter" in ph:
+        verdict = "finite, decreasing" if ph["decreasing"] else "NOT finite and decreasing"
+        add(
+            f"synthetic experiment, {ph['steps']} steps: train loss first -> last quarter",
+            f"{ph['loss_first_quarter']:.3f} -> {ph['loss_last_quarter']:.3f} ({verdict}), "
+            f"{ph['wall_s']:.0f} s",
+            "",
+            "",
+            status(ph),
+        )
+    else:
+        add("synthetic experiment: loss finite and decreasing", "", "", "", status(ph))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------- driver
+def run(*, dry_run: bool = False, device: str = "auto", budget_s: float | None = None,
+        only: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run the check; returns the result dict (``phases``, ``table``, ``ok``, ``machine``).
+
+    Args:
+        dry_run: the CPU toy run (the same code at toy sizes).
+        device: ``auto`` (CUDA when present; the CPU for a dry run), ``cuda``, ``cpu``.
+        budget_s: the global time budget (default: 450 s, dry run 240 s).
+        only: run these phases only (default: all, in order).
+    """
+    settings = DRY if dry_run else FULL
+    dev = resolve_device("cpu" if dry_run and device == "auto" else device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed sizes, as trainer=gpu
+    check = Check(settings, dev, settings.budget_s if budget_s is None else budget_s)
+    plan = {
+        "gpu_tests": (phase_gpu_tests, 10),
+        "inference": (phase_inference, 20),
+        "training": (phase_training, 15),
+        "syncs": (phase_syncs, 10),
+        "synthetic_training": (phase_synthetic_training, 30),
+    }
+    for name, (fn, min_s) in plan.items():
+        if only is None or name in only:
+            check.run(name, lambda limit, fn=fn: fn(check, limit), min_s=min_s)
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks.gpu_check" + (" --dry-run" if dry_run else ""),
+        "dry_run": dry_run,
+        "device": str(dev),
+        "budget_s": check.budget_s,
+        "elapsed_s": round(check.elapsed(), 1),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32) and dev.type == "cuda",
+        "machine": machine_info(dev),
+        "settings": {k: v for k, v in vars(settings).items() if k != "synthetic_overrides"},
+        "phases": check.phases,
+    }
+    result["ok"] = all(ph["status"] == "ok" for ph in check.phases.values())
+    if dry_run:
+        result["note"] = (
+            "dry run on the CPU: toy sizes (ResNet-18 at 1/4 width with DCNv2 under the R50*/R101* "
+            "labels, narrow heads, tiny images); the times say nothing about the GPU"
+        )
+    result["table"] = render_table(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="the CPU toy run of the same code")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--budget-s", type=float, default=None, help="global time budget (s)")
+    parser.add_argument("--only", nargs="+", default=None,
+                        choices=["gpu_tests", "inference", "training", "syncs",
+                                 "synthetic_training"])  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; the dry run uses 2)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/")
+    args = parser.parse_args(argv)
+    threads = args.threads or (2 if args.dry_run else None)
+    if threads:
+        set_threads(threads)
+    result = run(dry_run=args.dry_run, device=args.device, budget_s=args.budget_s, only=args.only)
+    stem = "gpu_check_dry" if args.dry_run else "gpu_check"
+    json_path = args.json or RESULTS_DIR / f"{stem}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2, default=str))
+    json_path.with_suffix(".md").write_text(result["table"] + "\n")
+    machine = result["machine"]
+    print(f"\n{result['command']} on {machine.get('gpu', machine['cpu'])}, torch "
+          f"{machine['torch']}, {result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s "
+          f"budget\n")  # fmt: skip
+    print(result["table"])
+    print(f"\nJSON: {json_path}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
