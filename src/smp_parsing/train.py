@@ -272,7 +272,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     if cfg.stage not in STAGE_PLANS:
         raise ValueError(f"stage must be one of {sorted(STAGE_PLANS)}, got {cfg.stage!r}")
-    check_ddp_launch(cfg.trainer.get("strategy"))
+    t = cfg.trainer
+    check_ddp_launch(
+        t.get("strategy"), t.get("devices", 1), t.get("accelerator"), t.get("num_nodes")
+    )
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 

@@ -120,3 +120,23 @@ def test_project_root_does_not_depend_on_the_working_directory(monkeypatch, tmp_
     assert (root / "conf" / "train.yaml").is_file() and root != tmp_path
     monkeypatch.setenv("PROJECT_ROOT", str(tmp_path))
     assert rc.project_root() == str(tmp_path)
+
+
+@pytest.mark.parametrize(("gpus", "refused"), [(8, True), (1, False), (0, False)])
+def test_auto_strategy_on_several_gpus_inside_a_local_multirun_is_refused(
+    monkeypatch, tmp_path, gpus, refused
+) -> None:
+    from conftest import compose_config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    # experiment=mhp_*: accelerator/devices/strategy auto -> Lightning's ddp on 8 GPUs, which
+    # re-runs the command line (here: the whole sweep) in every rank
+    cfg = compose_config("train", ["experiment=mhp_r101_dcn", "hydra.mode=MULTIRUN"], tmp_path)
+    t = cfg.trainer
+    if refused:
+        with pytest.raises(ValueError, match="re-run the whole sweep in every rank"):
+            rc.check_ddp_launch(t.strategy, t.devices, t.accelerator, t.num_nodes)
+    else:
+        rc.check_ddp_launch(t.strategy, t.devices, t.accelerator, t.num_nodes)
+    assert rc.device_count("0,1") == 2 and rc.device_count([0, 1, 2]) == 3

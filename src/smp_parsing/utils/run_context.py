@@ -45,24 +45,48 @@ def job_number() -> int | None:
     return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
 
 
-def check_ddp_launch(strategy: object) -> None:
-    """Refuse ``strategy=ddp`` inside a local ``--multirun``.
+def device_count(devices: object, accelerator: object = "auto") -> int:
+    """How many devices a trainer's ``devices`` setting asks for on this machine."""
+    from smp_parsing.utils.accelerator import uses_cuda
 
-    Lightning's ``ddp`` starts the other ranks by re-running the command line; inside a multirun
-    of the basic (in-process) launcher that command is the whole sweep, so every rank would run
-    every job. One job per device set needs a launcher that gives each job its own processes.
+    if devices in ("auto", -1, "-1"):
+        import torch
+
+        return torch.cuda.device_count() if uses_cuda(accelerator) else 1
+    if isinstance(devices, str):
+        return len([d for d in devices.split(",") if d.strip()]) if "," in devices else int(devices)
+    if isinstance(devices, int):
+        return devices
+    return len(list(devices))  # a list of device indices
+
+
+def check_ddp_launch(
+    strategy: object, devices: object = 1, accelerator: object = "cpu", num_nodes: object = 1
+) -> None:
+    """Refuse DDP ranks started by re-running the command inside a local ``--multirun``.
+
+    Lightning's ``ddp`` (also what ``strategy=auto`` picks for several devices or nodes, e.g. the
+    paper experiments on a multi-GPU machine) starts the other ranks by re-running the command
+    line; inside a multirun of the basic (in-process) launcher that command is the whole sweep,
+    so every rank would run every job. One job per device set needs a launcher that gives each
+    job its own processes.
 
     Raises:
         ValueError: with the alternatives.
     """
-    if strategy != "ddp" or not hydra_is_running():
+    relaunches = strategy == "ddp" or (
+        strategy in (None, "auto")
+        and (int(num_nodes or 1) > 1 or device_count(devices, accelerator) > 1)
+    )
+    if not relaunches or not hydra_is_running():
         return
     hc = HydraConfig.get()
     if hc.mode == RunMode.MULTIRUN and str(hc.launcher._target_).endswith("BasicLauncher"):
         raise ValueError(
-            "trainer strategy 'ddp' inside a local --multirun would re-run the whole sweep in "
-            "every rank: use hydra/launcher=slurm (one SLURM job per sweep point), "
-            "trainer=ddp_sim / strategy=ddp_spawn, or run the jobs one by one."
+            "DDP (trainer strategy 'ddp', or 'auto' on several devices) inside a local --multirun "
+            "would re-run the whole sweep in every rank: use hydra/launcher=slurm (one SLURM "
+            "job per sweep point), trainer.devices=1, trainer=ddp_sim / strategy=ddp_spawn, or "
+            "run the jobs one by one."
         )
 
 
