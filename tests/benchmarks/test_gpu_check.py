@@ -218,4 +218,4 @@ def test_dry_run_end_to_end(tmp_path):
     table = result["table"]
     assert table in proc.stdout
     assert Path(out.with_suffix(".md")).read_text().strip() == table
-    assert sum(ln.startswith("| ") for ln in table.splitlines()) == 2 + 6  # 2 inference rows
+    assert sum(ln.startswith("|") for ln in table.splitlines()) == 2 + 6  # 2 inference rows
