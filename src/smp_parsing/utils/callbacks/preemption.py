@@ -120,7 +120,8 @@ def _loaders(obj: Any) -> Iterable[DataLoader]:
 
 
 def shield_workers(loaders: Any) -> int:
-    """Make the workers the ``loaders`` start from now on ignore SIGTERM / SIGINT.
+    """Make the workers the ``loaders`` start from now on ignore the job signals
+    (:data:`WORKER_IGNORED_SIGNALS`).
 
     Returns:
         How many loaders were changed (loaders without workers, or already shielded, are not).
