@@ -353,7 +353,10 @@ class Check:
             }
         figures["seconds"] = round(time.perf_counter() - t0, 2)
         self.phases[name] = figures
-        _release_memory(self.device)
+        try:
+            _release_memory(self.device)
+        except Exception as exc:  # e.g. a CUDA context broken by the phase: report, go on
+            figures.setdefault("error", f"after the phase: {type(exc).__name__}: {exc}"[:500])
         print(f"[gpu_check] {name}: {figures['status']} in {figures['seconds']:.1f} s", flush=True)
 
 

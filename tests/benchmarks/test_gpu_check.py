@@ -102,6 +102,16 @@ def test_a_phase_past_its_cap_times_out_and_the_budget_skips_the_rest():
     assert "time budget" in check.phases["synthetic_training"]["error"]
 
 
+def test_a_failing_clean_up_is_reported_and_does_not_stop_the_check(monkeypatch):
+    def broken_release(device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu_check, "_release_memory", broken_release)
+    check = _check(60)
+    check.run("inference", lambda limit: {}, min_s=0)  # must not raise
+    assert "after the phase: RuntimeError: CUDA error" in check.phases["inference"]["error"]
+
+
 def test_a_phase_may_fail_its_own_check():
     check = _check(60)
     check.run("synthetic_training", lambda limit: {"status": "failed", "error": "loss up"}, min_s=0)
