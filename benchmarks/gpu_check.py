@@ -143,7 +143,7 @@ FULL = Settings(
         "training": 90,
         "syncs": 60,
         "synthetic_training": 240,
-    },  # fmt: skip
+    },
 )
 
 # ResNet-18 at 1/4 width keeps the DCNv2 stages of the r50_dcn / r101_dcn presets (every code
@@ -186,7 +186,7 @@ DRY = Settings(
         "training": 90,
         "syncs": 60,
         "synthetic_training": 150,
-    },  # fmt: skip
+    },
 )
 
 
@@ -203,10 +203,10 @@ SYNC_OPS = frozenset(
         "aten._unique2",
         "aten.unique_dim",
         "aten.unique_consecutive",
-        "aten.repeat_interleave",
         "aten.bincount",
-        "aten.histc",
         "aten.multinomial",
+        "aten.equal",
+        "aten.allclose",
     }
 )
 
@@ -217,6 +217,13 @@ def _is_bool_index(args: tuple) -> bool:
     return isinstance(indices, (list, tuple)) and any(
         isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices
     )
+
+
+def _histc_range(args: tuple, kwargs: dict) -> tuple[float, float]:
+    """``(min, max)`` of an ``aten.histc`` call (defaults 0, 0)."""
+    lo = args[2] if len(args) > 2 else kwargs.get("min", 0)
+    hi = args[3] if len(args) > 3 else kwargs.get("max", 0)
+    return lo, hi
 
 
 class SyncOpCounter(TorchDispatchMode):
@@ -242,6 +249,10 @@ class SyncOpCounter(TorchDispatchMode):
         name = func._overloadpacket._qualified_op_name.replace("::", ".")
         if name in SYNC_OPS:
             self.ops[name] += 1
+        elif name == "aten.repeat_interleave" and kwargs.get("output_size") is None:
+            self.ops[name] += 1  # the output size is the sum of the repeats
+        elif name == "aten.histc" and _histc_range(args, kwargs) == (0, 0):
+            self.ops[name] += 1  # the range is read from the data
         elif name in ("aten.index", "aten.index_put", "aten.index_put_") and _is_bool_index(args):
             self.ops[f"{name}[bool mask]"] += 1
         elif name in ("aten._to_copy", "aten.copy_"):
@@ -364,21 +375,30 @@ class Check:
 def parse_pytest_summary(output: str) -> dict[str, int]:
     """``{"passed": n, "failed": n, ...}`` from pytest's last summary line."""
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0, "deselected": 0}
-    lines = [ln for ln in output.strip().splitlines() if re.search(r"\d+ (passed|failed|skip|error|deselected)", ln)]  # fmt: skip
-    for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", lines[-1] if lines else ""):  # fmt: skip
+    lines = [
+        ln
+        for ln in output.strip().splitlines()
+        if re.search(r"\d+ (passed|failed|skip|error|deselected)", ln)
+    ]
+    for number, word in re.findall(
+        r"(\d+) (passed|failed|skipped|errors?|deselected)", lines[-1] if lines else ""
+    ):
         counts["errors" if word.startswith("error") else word] = int(number)
     return counts
 
 
 def phase_gpu_tests(check: Check, limit: float) -> dict[str, Any]:
     """``pytest -m gpu`` in a subprocess: every gpu test passes (on a GPU none may skip)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-           *check.settings.test_paths]  # fmt: skip
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu"]
+    cmd += check.settings.test_paths
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit)
     output = proc.stdout + proc.stderr
     counts = parse_pytest_summary(output)
-    figures: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode,
-                               **counts}  # fmt: skip
+    figures: dict[str, Any] = {
+        "command": " ".join(cmd[1:]),
+        "returncode": proc.returncode,
+        **counts,
+    }
     figures["failures"] = [ln for ln in output.splitlines() if ln.startswith(("FAILED", "ERROR"))]
     ran = counts["passed"] + counts["failed"] + counts["errors"] + counts["skipped"]
     ok = proc.returncode == 0 and ran > 0
@@ -407,10 +427,25 @@ def _inference_row(check: Check, label: str, preset: str, precision: str, peer: 
         mask_rcnn=peer,
         overrides=s.net_overrides,
     )
-    keep = ("backbone", "size", "persons_in_decode", "amp_bf16", "channels_last", "parameters_m",
-            "smp_persons", "backbone_fpn_ms", "forward_ms", "decode_ms", "total_ms", "fps_total",
-            "mask_rcnn_ms", "mask_rcnn_detections", "ratio_total_vs_mask_rcnn", "total_stock_ms",
-            "warning")  # fmt: skip
+    keep = (
+        "backbone",
+        "size",
+        "persons_in_decode",
+        "amp_bf16",
+        "channels_last",
+        "parameters_m",
+        "smp_persons",
+        "backbone_fpn_ms",
+        "forward_ms",
+        "decode_ms",
+        "total_ms",
+        "fps_total",
+        "mask_rcnn_ms",
+        "mask_rcnn_detections",
+        "ratio_total_vs_mask_rcnn",
+        "total_stock_ms",
+        "warning",
+    )
     out = {k: row[k] for k in keep if k in row}
     out.update(label=label, precision=precision, paper_v100_ms=PAPER_MS.get(label))
     if peer:
@@ -444,8 +479,9 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
     height, width = s.train_size
     net = build_smp(preset, overrides=s.net_overrides).to(dev)
     peer = build_mask_rcnn(min_size=min(height, width), max_size=max(height, width)).to(dev)
-    images, parsing = make_batch(s.train_batch, height, width, s.train_persons,
-                                 num_classes=net.num_classes, device=dev)  # fmt: skip
+    images, parsing = make_batch(
+        s.train_batch, height, width, s.train_persons, num_classes=net.num_classes, device=dev
+    )
     losses: dict[str, list[float]] = {"smp": [], "mask_rcnn": []}
     steps = {
         "smp": smp_step_fn(net, images, parsing, device=dev, amp=amp),
@@ -456,8 +492,13 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
     steps.clear()  # the closures hold the models, their optimisers and the batch
     del net, peer, images, parsing
     _release_memory(dev)
-    figures: dict[str, Any] = {"label": label, "batch": s.train_batch, "size": [height, width],
-                               "persons_per_image": s.train_persons, "amp_bf16": amp}  # fmt: skip
+    figures: dict[str, Any] = {
+        "label": label,
+        "batch": s.train_batch,
+        "size": [height, width],
+        "persons_per_image": s.train_persons,
+        "amp_bf16": amp,
+    }
     for side, timing in timings.items():
         figures[f"{side}_step_ms"] = timing.ms
         figures[f"{side}_images_per_s"] = 1e3 * s.train_batch / timing.ms
@@ -468,9 +509,18 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
-        memory = memory_of_side(side, backbone=preset, batch=s.train_batch, height=height,
-                                width=width, persons=s.train_persons, steps=1, device=dev,
-                                amp=amp, overrides=s.net_overrides)  # fmt: skip
+        memory = memory_of_side(
+            side,
+            backbone=preset,
+            batch=s.train_batch,
+            height=height,
+            width=width,
+            persons=s.train_persons,
+            steps=1,
+            device=dev,
+            amp=amp,
+            overrides=s.net_overrides,
+        )
         figures[f"{side}_peak_gpu_mib"] = (
             memory["cuda_peak_mib"] - base / 2**20 if "cuda_peak_mib" in memory else None
         )
@@ -490,10 +540,12 @@ def phase_syncs(check: Check, limit: float) -> dict[str, Any]:
     label, preset = s.rows[0]
     height, width = s.train_size
     net = build_smp(preset, overrides=s.net_overrides).to(dev).train()
-    images, parsing = make_batch(s.train_batch, height, width, s.train_persons,
-                                 num_classes=net.num_classes, device=dev)  # fmt: skip
-    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3,
-                                momentum=0.9)  # fmt: skip
+    images, parsing = make_batch(
+        s.train_batch, height, width, s.train_persons, num_classes=net.num_classes, device=dev
+    )
+    optimizer = torch.optim.SGD(
+        [p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9
+    )
 
     def step() -> None:  # bench_training's step without its float(loss), which syncs
         optimizer.zero_grad(set_to_none=True)
@@ -510,8 +562,14 @@ def phase_syncs(check: Check, limit: float) -> dict[str, Any]:
     with torch.inference_mode():
         net.predict(oracle, metas)  # warm-up
         decode = count_syncs(lambda: net.predict(oracle, metas), dev)
-    return {"label": label, "batch": s.train_batch, "size": [height, width],
-            "decode_persons": s.infer_persons, "training_step": train, "decode": decode}  # fmt: skip
+    return {
+        "label": label,
+        "batch": s.train_batch,
+        "size": [height, width],
+        "decode_persons": s.infer_persons,
+        "training_step": train,
+        "decode": decode,
+    }
 
 
 def read_loss_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -535,22 +593,37 @@ def phase_synthetic_training(check: Check, limit: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="smp_gpu_check_") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [
-            sys.executable, "-m", "smp_parsing.train", "experiment=synthetic",
+            sys.executable,
+            "-m",
+            "smp_parsing.train",
+            "experiment=synthetic",
             f"trainer={'gpu' if cuda else 'cpu'}",
-            f"trainer.max_steps={s.synthetic_steps}", "trainer.max_epochs=1000",
-            "trainer.max_time=null", "trainer.log_every_n_steps=1",
-            "++trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null",
-            "callbacks.model_summary=null", "logger=csv", "test=false",
-            "extras.print_config=false", "tags=[gpu_check]",
-            f"hydra.run.dir={run_dir}", f"paths.data_dir={tmp}/data/", f"paths.log_dir={tmp}/logs/",
+            f"trainer.max_steps={s.synthetic_steps}",
+            "trainer.max_epochs=1000",
+            "trainer.max_time=null",
+            "trainer.log_every_n_steps=1",
+            "++trainer.enable_progress_bar=false",
+            "callbacks.rich_progress_bar=null",
+            "callbacks.model_summary=null",
+            "logger=csv",
+            "test=false",
+            "extras.print_config=false",
+            "tags=[gpu_check]",
+            f"hydra.run.dir={run_dir}",
+            f"paths.data_dir={tmp}/data/",
+            f"paths.log_dir={tmp}/logs/",
             *s.synthetic_overrides,
-        ]  # fmt: skip
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit)
         wall = time.perf_counter() - t0
         output = proc.stdout + proc.stderr
-        figures: dict[str, Any] = {"command": " ".join(cmd[1:]), "returncode": proc.returncode,
-                                   "wall_s": wall, "steps": s.synthetic_steps}  # fmt: skip
+        figures: dict[str, Any] = {
+            "command": " ".join(cmd[1:]),
+            "returncode": proc.returncode,
+            "wall_s": wall,
+            "steps": s.synthetic_steps,
+        }
         if proc.returncode != 0:
             return {**figures, "status": "failed", "error": output[-1500:]}
         curve = read_loss_curve(run_dir)
@@ -601,7 +674,9 @@ def render_table(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
 
     ph = phases.get("gpu_tests", {"status": "skipped"})
-    counts = ", ".join(f"{ph[k]} {k}" for k in ("passed", "failed", "skipped", "errors") if ph.get(k))  # fmt: skip
+    counts = ", ".join(
+        f"{ph[k]} {k}" for k in ("passed", "failed", "skipped", "errors") if ph.get(k)
+    )
     add("gpu tests (`pytest -m gpu`)", counts, "", "", status(ph))
     ph = phases.get("inference", {"status": "skipped"})
     for row in ph.get("rows", []):
@@ -636,8 +711,13 @@ def render_table(result: dict[str, Any]) -> str:
             cuda = "n/a" if c["cuda_syncs"] is None else str(c["cuda_syncs"])
             return f"{cuda} CUDA syncs ({c['sync_ops']} sync-prone ops)"
 
-        add("host syncs: one training step / one image's decode",
-            f"{syncs(train)} / {syncs(decode)}", "", "", status(ph))  # fmt: skip
+        add(
+            "host syncs: one training step / one image's decode",
+            f"{syncs(train)} / {syncs(decode)}",
+            "",
+            "",
+            status(ph),
+        )
     else:
         add("host syncs per training step / decode", "", "", "", status(ph))
     ph = phases.get("synthetic_training", {"status": "skipped"})
@@ -657,8 +737,13 @@ def render_table(result: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------- driver
-def run(*, dry_run: bool = False, device: str = "auto", budget_s: float | None = None,
-        only: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    *,
+    dry_run: bool = False,
+    device: str = "auto",
+    budget_s: float | None = None,
+    only: list[str] | None = None,
+) -> dict[str, Any]:
     """Run the check; returns the result dict (``phases``, ``table``, ``ok``, ``machine``).
 
     Args:
@@ -709,11 +794,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="the CPU toy run of the same code")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--budget-s", type=float, default=None, help="global time budget (s)")
-    parser.add_argument("--only", nargs="+", default=None,
-                        choices=["gpu_tests", "inference", "training", "syncs",
-                                 "synthetic_training"])  # fmt: skip
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's; the dry run uses 2)")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        choices=["gpu_tests", "inference", "training", "syncs", "synthetic_training"],
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; the dry run uses 2)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/")
     args = parser.parse_args(argv)
     threads = args.threads or (2 if args.dry_run else None)
@@ -726,9 +818,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps(result, indent=2, default=str))
     json_path.with_suffix(".md").write_text(result["table"] + "\n")
     machine = result["machine"]
-    print(f"\n{result['command']} on {machine.get('gpu', machine['cpu'])}, torch "
-          f"{machine['torch']}, {result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s "
-          f"budget\n")  # fmt: skip
+    print(
+        f"\n{result['command']} on {machine.get('gpu', machine['cpu'])}, torch "
+        f"{machine['torch']}, {result['elapsed_s']:.0f} s of a {result['budget_s']:.0f} s "
+        f"budget\n"
+    )
     print(result["table"])
     print(f"\nJSON: {json_path}")
     return 0 if result["ok"] else 1

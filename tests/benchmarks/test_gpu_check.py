@@ -37,6 +37,25 @@ def test_sync_op_counter_counts_each_known_sync():
     assert counter.total == 5
 
 
+def test_sync_op_counter_tells_the_syncing_overloads_apart():
+    x = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    repeats = torch.tensor([1, 2, 0, 1])
+    with gpu_check.SyncOpCounter() as counter:
+        x.repeat_interleave(repeats)  # output size = sum of the repeats: a sync
+        x.repeat_interleave(repeats, output_size=4)  # given: none
+        x.repeat_interleave(2)  # a view + copy: none
+        torch.histc(x, bins=4)  # range from the data: a sync
+        torch.histc(x, bins=4, min=-1, max=2)  # none
+        torch.equal(x, x)
+        torch.allclose(x, x)
+    assert counter.ops == {
+        "aten.repeat_interleave": 1,
+        "aten.histc": 1,
+        "aten.equal": 1,
+        "aten.allclose": 1,
+    }
+
+
 def test_sync_op_counter_sees_the_backward():
     w = torch.ones(3, requires_grad=True)
 
