@@ -11,7 +11,7 @@ For every backbone preset, at batch 1 in eval mode, the medians of:
 
 The SMP network is prepared as ``predict`` prepares it: the inference switches of
 ``conf/predict.yaml`` (BatchNorm folding, Winograd convolutions, channels_last) through
-:func:`smp_parsing.models.inference.prepare_for_inference`.
+:func:`smp_parsing.models.deploy.prepare_for_inference`.
 
 With ``mask_rcnn`` on, torchvision's Mask R-CNN R50-FPN (random weights, exactly 20
 detections) runs on the same input in the same rounds as the SMP calls, so the ratio
@@ -50,7 +50,7 @@ from benchmarks.common import (
     set_threads,
     time_alternating,
 )
-from smp_parsing.models.inference import prepare_for_inference
+from smp_parsing.models.deploy import prepare_for_inference
 
 PAPER_FPS_1X = 7.47  # Table 5, SMP-R101 1x grid on one V100
 
@@ -124,7 +124,7 @@ def bench_smp_inference(
             and two SMP variants: ``total_stock`` (the network as trained, no switch) and
             ``total_folded`` (only ``fold_batchnorm``, the previous default of predict),
             plus ``backbone_fpn_stock``.
-        switches: the :func:`~smp_parsing.models.inference.prepare_for_inference`
+        switches: the :func:`~smp_parsing.models.deploy.prepare_for_inference`
             arguments of the timed network (default: those of ``conf/predict.yaml``,
             :func:`~benchmarks.common.inference_switches`).
         with_decode: time the decode alone too (it does not depend on the backbone, so the

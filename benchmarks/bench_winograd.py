@@ -1,10 +1,10 @@
 """Winograd F(4x4, 3x3) against oneDNN's direct convolution, per layer shape of SMP-R50.
 
 For every 3 x 3 stride-1 shape of SMP-R50 at 800 x 1216 (and Mask R-CNN's 14 x 14 mask
-head), times ``F.conv2d`` and :func:`smp_parsing.models.winograd.winograd_conv2d` in
+head), times ``F.conv2d`` and :func:`smp_parsing.models.deploy.winograd.winograd_conv2d` in
 alternating rounds and reports the medians, their ratio and the Winograd error (max
 absolute error over the max output, against a float64 convolution). This is the evidence
-behind ``winograd_min_channels`` of ``conf/predict.yaml``.
+behind ``winograd_min_channels`` of ``conf/inference/``.
 
 Usage::
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import machine_info, set_threads, time_alternating
-from smp_parsing.models.winograd import transform_weight, winograd_conv2d
+from smp_parsing.models.deploy.winograd import transform_weight, winograd_conv2d
 
 # (C_in, C_out, H, W, where): the 3x3 stride-1 convolutions of SMP-R50 at 800 x 1216
 SHAPES: tuple[tuple[int, int, int, int, str], ...] = (

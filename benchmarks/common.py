@@ -287,21 +287,20 @@ def images_tensor(
 
 
 def inference_switches(**changes: Any) -> dict[str, Any]:
-    """The inference switches of ``conf/predict.yaml`` (what ``predict`` applies), as kwargs.
+    """The inference switches ``predict`` applies (``conf/predict.yaml``'s ``inference`` choice).
 
     The keyword arguments of
-    :func:`smp_parsing.models.inference.prepare_for_inference`: ``fold_batchnorm``,
+    :func:`smp_parsing.models.deploy.prepare_for_inference`: ``fold_batchnorm``,
     ``winograd``, ``winograd_tile``, ``winograd_min_channels``, ``channels_last``;
     ``changes`` replace some of them (e.g. ``winograd=False`` for a variant).
     """
-    from omegaconf import OmegaConf
+    from smp_parsing.models.deploy import inference_options
+    from smp_parsing.utils.compose import compose_config
 
-    from smp_parsing.models.inference import inference_options
-
-    switches = inference_options(OmegaConf.load(CONF_DIR / "predict.yaml"))
+    switches = inference_options(compose_config("predict"))
     unknown = set(changes) - set(switches)
     if unknown:
-        raise KeyError(f"no inference switch {sorted(unknown)} in conf/predict.yaml")
+        raise KeyError(f"no inference switch {sorted(unknown)} in conf/inference/")
     return {**switches, **changes}
 
 

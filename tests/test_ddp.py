@@ -53,8 +53,8 @@ def test_ddp_sim_training_validates_like_one_process(synthetic_root, tmp_path) -
                 *tiny_data_overrides(synthetic_root),
                 "data.eval_batch_size=1",  # any batch size gives the same predictions
                 # the network exactly as validated during training (no inference rewrites)
-                "fold_batchnorm=false",
-                "winograd=false",
+                "inference.fold_batchnorm=false",
+                "inference.winograd=false",
                 "split=val",
                 "extras.print_config=false",
             ],  # fmt: skip

@@ -22,10 +22,9 @@ def eval_overrides(run_dir, synthetic_root, *extra: str) -> list[str]:
 
 def test_evaluate_prints_table_and_writes_metrics_json(trained_run, synthetic_root, tmp_path,
                                                        capsys) -> None:  # fmt: skip
-    # no BN folding: the weights are compared with the checkpoint below (the other tests run
-    # the default inference switches)
+    # no BN folding (the default, said explicitly): the weights are compared with the checkpoint
     cfg = compose_config("eval", eval_overrides(trained_run, synthetic_root, *LOW_THRESHOLDS,
-                                                "fold_batchnorm=false"), tmp_path)  # fmt: skip
+                                                "inference.fold_batchnorm=false"), tmp_path)  # fmt: skip
     metric_dict, objects = evaluate(cfg)
     out = capsys.readouterr().out
     assert "test metrics of" in out and "APp50" in out and "PCP" in out
@@ -56,6 +55,30 @@ def test_evaluate_val_split_equals_test_split_on_synthetic(trained_run, syntheti
         results[split] = {k.split("/", 1)[1]: v for k, v in metric_dict.items() if "fps" not in k}
     assert results["val"] == results["test"]
     assert results["val"]["mIoU"] > 0
+
+
+def test_evaluate_scores_the_network_as_trained_unless_deploy_is_asked(trained_run, synthetic_root,
+                                                                     tmp_path) -> None:  # fmt: skip
+    """BN folding and Winograd are opt-in for evaluate (``inference=deploy``)."""
+    from torch import nn
+
+    from smp_parsing.models.deploy import WinogradConv2d
+
+    def layers(extra: list[str], name: str) -> tuple[int, int]:
+        cfg = compose_config("eval", eval_overrides(trained_run, synthetic_root, "split=val",
+                                                    *extra), tmp_path / name)  # fmt: skip
+        _, objects = evaluate(cfg)
+        modules = list(objects["model"].net.modules())
+        return (sum(isinstance(m, nn.BatchNorm2d) for m in modules),
+                sum(isinstance(m, WinogradConv2d) for m in modules))  # fmt: skip
+
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    trained_bns = sum(k.endswith(".running_mean") for k in ckpt["state_dict"])
+    batchnorms, winograds = layers([], "as_trained")
+    assert batchnorms == trained_bns > 0 and winograds == 0
+    # the tiny net's towers are 32 wide: lower the Winograd threshold so that some convert
+    deploy = layers(["inference=deploy", "inference.winograd_min_channels=16"], "deploy")
+    assert deploy[0] < batchnorms and deploy[1] > 0
 
 
 def test_evaluate_errors_are_clear(trained_run, synthetic_root, tmp_path) -> None:

@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
-from smp_parsing.models.inference import inference_options, prepare_for_inference
+from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.instantiators import instantiate_loggers
@@ -78,7 +78,8 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False
     )
-    # the network predict runs (BN folding, Winograd, channels_last: same outputs, faster)
+    # the network as trained unless cfg.inference asks for the deploy rewrites (BN folding,
+    # Winograd, channels_last: same outputs up to float rounding, faster)
     done = prepare_for_inference(
         model.net.eval(), device=trainer.strategy.root_device, **inference_options(cfg)
     )

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing import visualization as vis
 from smp_parsing.data.collate import collate_parsing
-from smp_parsing.models.inference import inference_options, prepare_for_inference
+from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
@@ -127,7 +127,7 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     model = load_lit_module(cfg.ckpt_path, fallback, cfg.get("model_overrides"), checkpoint=ckpt)
     device = resolve_device(cfg.device)
     model.to(device)
-    # inference only (BN folding, Winograd, channels_last): same outputs, faster
+    # cfg.inference (deploy: BN folding, Winograd; channels_last): same outputs, faster
     done = prepare_for_inference(model.net.eval(), **inference_options(cfg))
     log.info("Inference network: %s", done)
     transforms = hydra.utils.instantiate(data_cfg.test_transforms)

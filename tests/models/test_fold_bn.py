@@ -7,7 +7,7 @@ import torch
 from benchmarks.common import TINY_OVERRIDES, build_smp
 from torch import nn
 
-from smp_parsing.models.fold_bn import fold_frozen_batchnorm
+from smp_parsing.models.deploy.fold_bn import fold_frozen_batchnorm
 
 
 def _randomise_bn(net: nn.Module) -> None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from smp_parsing.models.inference import inference_options, prepare_for_inference
-from smp_parsing.models.winograd import WinogradConv2d
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from smp_parsing.models.deploy import inference_options, prepare_for_inference
+from smp_parsing.models.deploy.winograd import WinogradConv2d
+from smp_parsing.utils.compose import compose_config
 
 
 def _net() -> nn.Module:
@@ -49,12 +46,22 @@ def test_inference_options_read_the_config_keys():
     cfg = OmegaConf.create({"fold_batchnorm": False, "winograd": True, "winograd_tile": 2,
                             "other": 1})  # fmt: skip
     assert inference_options(cfg) == {"fold_batchnorm": False, "winograd": True, "winograd_tile": 2}
+    # a job config with the inference group: its node is read
+    assert inference_options(OmegaConf.create({"inference": cfg, "winograd": False})) == {
+        "fold_batchnorm": False, "winograd": True, "winograd_tile": 2,
+    }  # fmt: skip
+    switches = {}
     for name in ("predict", "eval"):  # both entry points carry every switch
-        conf = OmegaConf.load(CONF_DIR / f"{name}.yaml")
-        assert set(inference_options(conf)) == {
+        switches[name] = inference_options(compose_config(name))
+        assert set(switches[name]) == {
             "fold_batchnorm",
             "winograd",
             "winograd_tile",
             "winograd_min_channels",
             "channels_last",
         }
+    # evaluate scores the network as trained; predict runs the deploy rewrites
+    assert not any(switches["eval"][k] for k in ("fold_batchnorm", "winograd", "channels_last"))
+    assert switches["predict"]["fold_batchnorm"] and switches["predict"]["winograd"]
+    deploy = inference_options(compose_config("eval", ["inference=deploy"]))
+    assert deploy == switches["predict"]

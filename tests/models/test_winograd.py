@@ -9,7 +9,7 @@ from benchmarks.common import TINY_OVERRIDES, build_smp
 from torch import nn
 
 from smp_parsing.models.dcn import ModulatedDeformConv2d
-from smp_parsing.models.winograd import (
+from smp_parsing.models.deploy.winograd import (
     WinogradConv2d,
     convert_to_winograd,
     is_winograd_eligible,

@@ -7,7 +7,8 @@ convolution:
 ``b' = beta - m * g / sqrt(v + eps)``. Folding removes one full read + write of every
 backbone activation (the BN pass), which on the CPU made the R50 backbone ~20% faster at
 800 x 1216 (``benchmarks/``). The folded network must not be trained again: its BN affine
-parameters are gone, so only `smp_parsing.predict` applies it (`fold_batchnorm: true`).
+parameters are gone, so it is opt-in: `conf/inference/deploy.yaml` (`fold_batchnorm: true`),
+which `smp_parsing.predict` runs.
 """
 
 from __future__ import annotations

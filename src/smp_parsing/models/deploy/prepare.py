@@ -1,10 +1,11 @@
 """One place for the inference-only speed-ups of a trained network.
 
 ``predict``, ``evaluate`` and the benchmarks all call :func:`prepare_for_inference` with the
-switches of ``conf/predict.yaml`` / ``conf/eval.yaml`` (``fold_batchnorm``, ``winograd``,
-``channels_last``), so the network that is timed is the network that is run. Every switch
-keeps the outputs (up to float rounding) and makes the network unfit for training: it
-must be in eval mode, and stays an inference network afterwards.
+switches of the ``inference`` config group (``conf/inference/default.yaml``: none, the network
+as trained, what ``evaluate`` scores; ``conf/inference/deploy.yaml``: ``fold_batchnorm``,
+``winograd``, what ``predict`` runs), so the network that is timed is the network that is run.
+Every switch keeps the outputs (up to float rounding) and makes the network unfit for
+training: it must be in eval mode, and stays an inference network afterwards.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from smp_parsing.models.fold_bn import fold_frozen_batchnorm
-from smp_parsing.models.winograd import convert_to_winograd
+from smp_parsing.models.deploy.fold_bn import fold_frozen_batchnorm
+from smp_parsing.models.deploy.winograd import convert_to_winograd
 
 
 def prepare_for_inference(
@@ -31,11 +32,11 @@ def prepare_for_inference(
     """Apply the inference switches to ``net`` in place, in the order that keeps them valid.
 
     1. ``fold_batchnorm``: BatchNorm folded into the preceding convolutions
-       (:func:`~smp_parsing.models.fold_bn.fold_frozen_batchnorm`).
+       (:func:`~smp_parsing.models.deploy.fold_bn.fold_frozen_batchnorm`).
     2. ``channels_last``: weights in ``torch.channels_last``; an SMP network also converts
        its input (its ``channels_last`` attribute, as ``model.net.channels_last=true``).
     3. ``winograd``: 3 x 3 stride-1 convolutions with at least ``winograd_min_channels``
-       channels computed by Winograd F(m x m, 3 x 3) (:mod:`smp_parsing.models.winograd`),
+       channels computed by Winograd F(m x m, 3 x 3) (:mod:`smp_parsing.models.deploy.winograd`),
        only when the network is on the CPU (cuDNN has its own Winograd kernels). It keeps
        a transformed copy of each converted weight, 4x its size for ``m = 4``.
 
@@ -80,8 +81,15 @@ def prepare_for_inference(
 def inference_options(cfg: Any) -> dict[str, Any]:
     """The keyword arguments of :func:`prepare_for_inference` from a predict / eval config.
 
+    Args:
+        cfg: a job config with an ``inference`` node (the ``inference`` group), the node
+            itself, or an older job config with the switches at its top level.
+
     Missing keys take the function's defaults (old job configs keep working).
     """
+    node = cfg.get("inference")
+    if node is not None:
+        cfg = node
     keys = (
         "fold_batchnorm",
         "winograd",
