@@ -335,7 +335,7 @@ def test_summary_keeps_the_best_values_and_the_run_config_the_sweep_keys(panels_
     config = run.config
     assert {k: config[k] for k in ("backbone", "grid", "epsilon", "rfr", "mir", "stage")} == {
         "backbone": "r18", "grid": 1.0, "epsilon": 0.2, "rfr": True, "mir": False,
-        "stage": "main",
+        "stage": "main",  # the job's stage plan (`stage=`), from the resolved config
     }  # fmt: skip
     assert config["dataset"] == "synthetic"
     assert config["model"]["net"]["backbone"]["depth"] == 18  # the whole resolved config
@@ -369,7 +369,7 @@ def test_sweep_keys_name_the_axes_of_the_paper_tables() -> None:
            "grid_scale": 2.0, "epsilon": 0.1, "rfr": False, "mir": True}  # fmt: skip
     assert sweep_keys({"net": net, "stage": "mir"}, "mhp") == {
         "backbone": "r101_dcn", "grid": 2.0, "epsilon": 0.1, "rfr": False, "mir": True,
-        "stage": "mir", "dataset": "mhp",
+        "dataset": "mhp",
     }  # fmt: skip
     net["backbone"]["dcn_stages"] = [False] * 4
     assert sweep_keys({"net": net})["backbone"] == "r101"

@@ -19,7 +19,7 @@ key                             what
 ``<stage>`` is ``val`` (every validation, also ``evaluate split=val``) or ``test``. At setup the
 run gets ``define_metric(summary="max")`` for ``val/{APp50, APpvol, PCP50, mIoU}`` (the runs
 table shows the best, not the last, value), the config keys a sweep table groups by
-(``backbone``, ``grid``, ``epsilon``, ``rfr``, ``mir``, ``stage``, ``dataset``; the nested
+(``backbone``, ``grid``, ``epsilon``, ``rfr``, ``mir``, ``dataset``; the nested
 resolved config is logged by ``log_hyperparameters``) and the summary ``params`` /
 ``params_trainable``; after each evaluation the summary ``fps`` (images/s of that evaluation).
 Other loggers are ignored; only rank 0 logs (every rank takes part in the metric's gather).
@@ -64,8 +64,8 @@ def sweep_keys(model_config: Mapping[str, Any] | None, dataset: str | None = Non
         dataset: data set name.
 
     Returns:
-        ``backbone``, ``grid`` (grid scale), ``epsilon``, ``rfr``, ``mir``, ``stage``,
-        ``dataset`` where known.
+        ``backbone``, ``grid`` (grid scale), ``epsilon``, ``rfr``, ``mir`` (on in a MIR stage),
+        ``dataset`` where known. (The job's ``stage`` plan is already a top-level config key.)
     """
     keys: dict[str, Any] = {}
     model_config = model_config or {}
@@ -76,8 +76,6 @@ def sweep_keys(model_config: Mapping[str, Any] | None, dataset: str | None = Non
                       ("mir", "mir")):  # fmt: skip
         if key in net:
             keys[name] = net[key]
-    if "stage" in model_config:
-        keys["stage"] = model_config["stage"]
     if dataset:
         keys["dataset"] = dataset
     return keys
