@@ -1,4 +1,4 @@
-"""Tests of smp_parsing.visualization on small arrays: shapes, colours of known pixels, legends."""
+"""Tests of smp_parsing.visualization (draw + smp_panels) on small arrays: shapes, colours, legends."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_palette_shape_black_background_and_distinct(dataset, n):
     assert (pal[0] == 0).all()
     assert len(np.unique(pal, axis=0)) == n
     # Perceptually distinct, not just different bytes: every pair at least 15 CIELAB units apart.
-    lab = vis._rgb_to_lab(pal)
+    lab = vis.draw._rgb_to_lab(pal)
     dist = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
     assert dist[~np.eye(n, dtype=bool)].min() > 15.0
 
@@ -303,6 +303,23 @@ def test_module_imports_without_torch():
 
     code = "import sys, smp_parsing.visualization; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_package_reexports_generic_drawing_and_smp_panels():
+    """``vis.<name>`` keeps working for every public name of both modules; generic drawing
+    does not depend on SMP's panels."""
+    import ast
+    import inspect
+
+    for module in (vis.draw, vis.smp_panels):
+        public = [n for n, obj in vars(module).items() if not n.startswith("_")
+                  and inspect.isfunction(obj) and obj.__module__ == module.__name__]  # fmt: skip
+        assert public and all(getattr(vis, n) is getattr(module, n) for n in public)
+        assert set(public) <= set(vis.__all__)
+    assert vis.HUMAN_CENTER_COLOR == (255, 255, 255) and vis.PART_CENTER_COLOR == (255, 255, 0)
+    tree = ast.parse(inspect.getsource(vis.draw))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(str(m).startswith("smp_parsing.visualization") for m in imported)
 
 
 def test_parts_present_matches_loop():
