@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import compose_config, tiny_train_overrides
+from conftest import LOW_THRESHOLDS, compose_config, tiny_train_overrides
 from smp_parsing.utils import wandb_env
 
 
@@ -233,9 +233,7 @@ PANELS_OVERRIDES = [
     "trainer.limit_train_batches=1",
     "callbacks.lr_monitor=null",
     # an untrained network scores nothing above the paper's thresholds: persons for the masks
-    "model.net.test_cfg.ctr_score_thr=0.0",
-    "model.net.test_cfg.cate_score_thr=0.0",
-    "model.net.test_cfg.update_thr=0.0",
+    *(o.replace("+model_overrides.", "model.") for o in LOW_THRESHOLDS),
 ]
 
 
@@ -293,7 +291,7 @@ def test_prediction_images_carry_labelled_mask_layers_and_person_boxes(panels_ru
         assert ((masks["persons"] > 0) == (masks["prediction"] > 0)).all()
         boxes = json.loads((files / run.values(f"{key}/boxes/persons/path")[-1]).read_text())
         predicted = set(np.unique(masks["persons"])) - {0}
-        assert {b["class_id"] for b in boxes["box_data"]} == predicted
+        assert predicted and {b["class_id"] for b in boxes["box_data"]} == predicted
         assert all(0.0 <= b["scores"]["score"] <= 1.0 for b in boxes["box_data"])
         assert len(run.values(f"val/center_heatmap/{i}/path")) == 2
 
