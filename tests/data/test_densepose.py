@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from smp_parsing.data.densepose import DensePoseParsingDataset, decode_dp_masks
 from smp_parsing.data.errors import BadSampleError, DataRootError
 
 from .builders import encode_dp_masks, random_image, write_densepose_json
+from .hostile_files import deadline, replace_with_fifo
 
 
 def frame_with_parts() -> np.ndarray:
@@ -99,3 +102,67 @@ def test_bad_inputs(densepose, tmp_path):
 def test_wrong_number_of_dp_masks():
     with pytest.raises(BadSampleError, match="13 entries"):
         decode_dp_masks([[]] * 13, "dp.json")
+
+
+def _one_person_json(tmp_path, bbox="[2.0, 3.0, 10.0, 12.0]", file_name="a.jpg", height=24):
+    """A json with one image and one person, written by hand: ``json.dumps`` of Python floats
+    cannot express the ``Infinity`` literal a hostile file holds."""
+    image_root = tmp_path / "images"
+    image_root.mkdir(exist_ok=True)
+    cv2.imwrite(str(image_root / "a.jpg"), np.zeros((24, 32, 3), np.uint8))
+    rle = encode_dp_masks(frame_with_parts())
+    text = (
+        '{"images": [{"id": 1, "file_name": ' + json.dumps(file_name) + ', "height": '
+        + str(height) + ', "width": 32}], "annotations": [{"id": 5, "image_id": 1, '
+        '"category_id": 1, "bbox": ' + bbox + ', "area": 1.0, "iscrowd": 0, "dp_masks": '
+        + json.dumps(rle) + '}], "categories": [{"id": 1, "name": "person"}]}'
+    )  # fmt: skip
+    (tmp_path / "dp.json").write_text(text)
+    return tmp_path / "dp.json", image_root
+
+
+@pytest.mark.parametrize(
+    "bbox",
+    ["[Infinity, 3.0, 10.0, 12.0]", "[2.0, NaN, 10.0, 12.0]", "[1.7e308, 3.0, 1.7e308, 12.0]",
+     "[2.0, 3.0, 10.0]", '[2.0, "3", 10.0, 12.0]', "null"],
+)  # fmt: skip
+def test_overflowing_or_malformed_bbox_is_a_bad_sample(tmp_path, bbox):
+    ann_file, image_root = _one_person_json(tmp_path, bbox)
+    with pytest.raises(BadSampleError, match=r"dp\.json: annotation 5 of COCO id 1: bbox"):
+        DensePoseParsingDataset(ann_file, image_root)[0]
+    dataset = DensePoseParsingDataset(ann_file, image_root, on_bad_sample="skip", filter_empty=True)
+    assert len(dataset) == 1 and dataset[0] is None and dataset.tracker.num_skipped == 1
+
+
+def test_sane_bbox_of_the_hand_written_json_decodes(tmp_path):
+    ann_file, image_root = _one_person_json(tmp_path)
+    assert DensePoseParsingDataset(ann_file, image_root)[0]["parsing"].shape == (1, 24, 32)
+
+
+@pytest.mark.parametrize(
+    "file_name", ["/etc/hostname", "../outside.jpg", "sub/../../outside.jpg", "..\\outside.jpg", ""]
+)
+def test_file_name_outside_the_image_root_is_refused(tmp_path, file_name):
+    (tmp_path / "outside.jpg").write_bytes(b"")  # would be opened if the name were followed
+    ann_file, image_root = _one_person_json(tmp_path, file_name=file_name)
+    with pytest.raises(BadSampleError, match=r"dp\.json: image of COCO id 1: file_name"):
+        DensePoseParsingDataset(ann_file, image_root)[0]
+    assert DensePoseParsingDataset(ann_file, image_root, on_bad_sample="skip")[0] is None
+
+
+def test_fifo_image_and_absurd_json_sizes_do_not_hang_or_crash(tmp_path):
+    ann_file, image_root = _one_person_json(tmp_path, height="Infinity")
+    dataset = DensePoseParsingDataset(ann_file, image_root, on_bad_sample="skip")
+    assert dataset.read_image_sizes().tolist() == [[0, 32]]  # unknown height, no OverflowError
+    replace_with_fifo(image_root / "a.jpg")
+    with deadline(20):
+        with pytest.raises(BadSampleError, match=r"a\.jpg: is a FIFO, not a regular file"):
+            DensePoseParsingDataset(ann_file, image_root)[0]
+
+
+def test_pixel_limit(densepose):
+    ann_file, image_root, _, _ = densepose
+    dataset = DensePoseParsingDataset(ann_file, image_root, max_image_pixels=48 * 64 - 1)
+    with pytest.raises(BadSampleError, match=r"a\.jpg: image header claims 64x48 .*over the limit"):
+        dataset[1]
+    assert dataset[0]["parsing"].shape == (0, 20, 20)

@@ -12,6 +12,7 @@ from smp_parsing.data.errors import BadSampleError, DataRootError
 from smp_parsing.data.mhp import MHPv2Dataset
 
 from .builders import random_image, write_mhp_tree
+from .hostile_files import deadline, png_header_only, replace_with_fifo
 
 
 def person_maps(height: int = 24, width: int = 32) -> np.ndarray:
@@ -138,3 +139,49 @@ def test_limit_and_test_split_without_annotations(tmp_path):
 def test_bad_policy_value(tree):
     with pytest.raises(ValueError, match="on_bad_sample"):
         MHPv2Dataset(tree[0], on_bad_sample="ignore")
+
+
+def test_header_claiming_a_huge_image_is_not_decoded(tree, monkeypatch):
+    root, _, _ = tree
+    # 150 bytes that claim 10000 x 10000 RGB pixels (300 MB once decoded).
+    (root / "train/images/7.jpg").write_bytes(png_header_only(10000, 10000))
+    with pytest.raises(
+        BadSampleError, match=r"7\.jpg: image header claims 10000x10000 .*not decoded"
+    ):
+        MHPv2Dataset(root)[0]
+    assert MHPv2Dataset(root, on_bad_sample="skip")[0] is None
+    assert MHPv2Dataset(root).read_image_sizes()[0].tolist() == [0, 0]  # header refused too
+
+
+def test_pixel_limit_applies_to_images_and_labels(tree):
+    root, _, _ = tree  # 32 x 24 = 768 pixels
+    dataset = MHPv2Dataset(root, max_image_pixels=767, on_bad_sample="skip")
+    assert dataset[0] is None and "over the limit of 767" in str(dataset.tracker.problems[0])
+    assert MHPv2Dataset(root, max_image_pixels=768)[0]["parsing"].shape == (2, 24, 32)
+    # A label whose header claims another size is refused before it is decoded.
+    (root / "train/parsing_annos/7_03_02.png").write_bytes(png_header_only(5000, 5000))
+    with pytest.raises(BadSampleError, match=r"7_03_02\.png: annotation size 5000x5000"):
+        MHPv2Dataset(root)[0]
+
+
+def test_decompression_bomb_is_a_bad_sample_even_above_the_pixel_limit(tree):
+    root, _, _ = tree
+    # Over PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS): PIL raises DecompressionBombError,
+    # which must become the bad-sample error for labels as for images.
+    (root / "train/parsing_annos/7_03_01.png").write_bytes(png_header_only(20000, 20000, 0))
+    dataset = MHPv2Dataset(root, max_image_pixels=10**9)
+    with pytest.raises(BadSampleError, match=r"7_03_01\.png: cannot read annotation .*bomb"):
+        dataset[0]
+    assert MHPv2Dataset(root, max_image_pixels=10**9, on_bad_sample="skip")[0] is None
+
+
+@pytest.mark.parametrize("name", ["images/7.jpg", "parsing_annos/7_03_01.png", "pose_annos/7.mat"])
+def test_fifo_named_like_a_data_file_is_refused_without_blocking(tree, name):
+    root, _, _ = tree
+    replace_with_fifo(root / "train" / name)
+    with deadline(20):
+        with pytest.raises(BadSampleError, match=r"is a FIFO, not a regular file"):
+            MHPv2Dataset(root)[0]
+        dataset = MHPv2Dataset(root, on_bad_sample="skip")
+        assert dataset[0] is None and dataset[1] is not None
+        dataset.read_image_sizes()

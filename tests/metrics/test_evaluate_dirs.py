@@ -289,3 +289,23 @@ def test_metrics_json_survives_a_write_killed_midway(trees, monkeypatch):
         main(args)
     assert out.read_text() == '{"metrics": "from an earlier run"}'
     assert [p.name for p in pred_dir.iterdir() if "tmp" in p.name] == []
+
+
+def test_hostile_prediction_pngs_are_a_clear_error(trees):
+    import os
+
+    from tests.data.hostile_files import png_header_only
+
+    gt_root, pred_dir = trees
+    path = next(iter(read_prediction_dir(pred_dir)["7"]))[0]
+    # Headers that lie about the size: refused from the header, never decoded.
+    path.write_bytes(png_header_only(3000, 2000))
+    with pytest.raises(PredictionDirError, match=f"{path.name}: size 3000x2000"):
+        evaluate_dirs(gt_root, "val", pred_dir)
+    path.write_bytes(png_header_only(30000, 30000))
+    with pytest.raises(PredictionDirError, match=f"{path.name}: cannot read prediction.*bomb"):
+        evaluate_dirs(gt_root, "val", pred_dir)
+    path.unlink()
+    os.mkfifo(path)  # a FIFO named like a prediction: refused, not read (that would block)
+    with pytest.raises(PredictionDirError, match=f"{path.name}: is a FIFO"):
+        evaluate_dirs(gt_root, "val", pred_dir)

@@ -25,6 +25,7 @@ from smp_parsing.data.cihp import CIHP_LAYOUT_HELP, CIHPDataset
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.data.densepose import DENSEPOSE_LAYOUT_HELP
 from smp_parsing.data.errors import DataRootError
+from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS
 from smp_parsing.data.mhp import MHP_LAYOUT_HELP, split_directory
 from smp_parsing.data.sampler import (
     AspectGroupedBatchSampler,
@@ -73,6 +74,8 @@ class ParsingDataModule(pl.LightningDataModule):
         generate_workers: Synthetic only: processes used to generate.
         on_bad_sample: The data sets' bad-sample policy (the config interpolates it into the data
             set partials; kept here so that it is logged with the hyper-parameters).
+        max_image_pixels: Largest image/label ``width * height`` the readers decode (checked on
+            the file header; interpolated into the partials and kept here like ``on_bad_sample``).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class ParsingDataModule(pl.LightningDataModule):
         seed: int = 0,
         generate_workers: int = 1,
         on_bad_sample: str = "error",
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
         self.meta: DatasetMeta = get_dataset_meta(dataset_name)
@@ -130,6 +134,7 @@ class ParsingDataModule(pl.LightningDataModule):
         self.generation = {"num_train": num_train, "num_val": num_val, "seed": seed}
         self.generate_workers = generate_workers
         self.on_bad_sample = on_bad_sample
+        self.max_image_pixels = max_image_pixels
         self.datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ preparation

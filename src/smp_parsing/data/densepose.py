@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from pathlib import Path
+import math
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import cv2
@@ -21,6 +22,7 @@ from pycocotools.coco import COCO
 
 from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS
 from smp_parsing.data.mhp import read_image
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,36 @@ def decode_dp_masks(dp_masks: list[Any], source: Path) -> np.ndarray:
     return label
 
 
+def bbox_problem(bbox: Any) -> str | None:
+    """Why a COCO ``bbox`` cannot be used, or ``None`` when it is 4 finite numbers.
+
+    ``json`` reads ``Infinity`` and ``NaN``, and ``int(inf)`` raises ``OverflowError``: a box is
+    checked before any arithmetic on it (``x + w`` too, which can overflow to infinity).
+    """
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        return f"bbox {bbox!r} is not [x, y, w, h]"
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in bbox):
+        return f"bbox {bbox!r} holds a value that is not a number"
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h, x + w, y + h)):
+        return f"bbox {bbox!r} is not finite"
+    return None
+
+
+def safe_file_name(file_name: Any) -> str | None:
+    """Why an image ``file_name`` of the json must not be opened, or ``None`` when it may.
+
+    The name is joined to the image root: an absolute name would replace the root and ``..``
+    would climb out of it, so a json from elsewhere could make the reader open any file.
+    """
+    if not isinstance(file_name, str) or not file_name or "\0" in file_name:
+        return f"file_name {file_name!r} is not a file name"
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    if path.is_absolute() or file_name.startswith(("/", "\\")) or ".." in path.parts:
+        return f"file_name {file_name!r} is absolute or climbs out of the image root: refused"
+    return None
+
+
 def paste_person_map(label: np.ndarray, bbox: list[float], height: int, width: int) -> np.ndarray:
     """Resize a 256 x 256 person map into its integer box and paste it into an image-sized map.
 
@@ -101,6 +133,8 @@ class DensePoseParsingDataset(ParsingDataset):
         on_bad_sample: ``"error"`` raises; ``"skip"`` warns, counts and returns ``None``.
         filter_empty: Leave out images without any DensePose person (training does, as SOLO/mmdet).
         limit: Use only the first ``limit`` images; ``None`` for all.
+        max_image_pixels: Largest ``width * height`` of an image, checked on the file header
+            before decoding.
 
     Raises:
         DataRootError: when the json or the image folder is missing.
@@ -120,10 +154,12 @@ class DensePoseParsingDataset(ParsingDataset):
         on_bad_sample: str = "error",
         filter_empty: bool = False,
         limit: int | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.ann_file = Path(ann_file)
         self.image_root = Path(image_root)
         self.transforms = transforms
+        self.max_image_pixels = max_image_pixels
         self.tracker = BadSampleTracker(on_bad_sample, log)
         if not self.ann_file.is_file():
             raise DataRootError(
@@ -146,15 +182,19 @@ class DensePoseParsingDataset(ParsingDataset):
         self.coco_ids: list[int] = image_ids
 
     def _person_annotations(self, coco_id: int) -> list[dict[str, Any]]:
-        """GT persons of an image: with ``dp_masks``, not crowd, box at least 1 x 1 px."""
+        """GT persons of an image: with ``dp_masks``, not crowd, box at least 1 x 1 px.
+
+        A box that is not 4 finite numbers is kept: :meth:`load_sample` reports it.
+        """
         annotations = self.coco.loadAnns(self.coco.getAnnIds(imgIds=coco_id))
         return [
             a
             for a in annotations
             if a.get("dp_masks")
             and not a.get("iscrowd", 0)
-            and a["bbox"][2] >= 1
-            and a["bbox"][3] >= 1
+            and (
+                bbox_problem(a.get("bbox")) is not None or (a["bbox"][2] >= 1 and a["bbox"][3] >= 1)
+            )
         ]
 
     def __len__(self) -> int:
@@ -169,23 +209,29 @@ class DensePoseParsingDataset(ParsingDataset):
         """``(N, 2)`` ``(height, width)`` from the json's image records (no file opened)."""
         infos = self.coco.loadImgs(self.coco_ids)
         return np.array(
-            [(info.get("height", 0), info.get("width", 0)) for info in infos], np.int64
+            [(_size_value(info.get("height")), _size_value(info.get("width"))) for info in infos],
+            np.int64,
         ).reshape(-1, 2)
 
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and decode one raw sample.
 
         Raises:
-            BadSampleError: unreadable image, image size different from the json, bad ``dp_masks``.
+            BadSampleError: unreadable image (not a regular file, over ``max_image_pixels``),
+                a ``file_name`` outside the image root, image size different from the json,
+                a bbox that is not 4 finite numbers, bad ``dp_masks``.
         """
         coco_id = self.coco_ids[index]
         info = self.coco.loadImgs(coco_id)[0]
+        problem = safe_file_name(info.get("file_name"))
+        if problem is not None:
+            raise BadSampleError(self.ann_file, f"image of COCO id {coco_id}: {problem}")
         image_path = self.image_root / info["file_name"]
-        if not image_path.is_file():
+        if not image_path.exists():
             raise BadSampleError(
                 image_path, f"image of COCO id {coco_id} (in {self.ann_file.name}) is missing"
             )
-        image = read_image(image_path)
+        image = read_image(image_path, self.max_image_pixels)  # refuses a FIFO, a folder ...
         height, width = image.shape[:2]
         if (info.get("height", height), info.get("width", width)) != (height, width):
             raise BadSampleError(
@@ -195,6 +241,12 @@ class DensePoseParsingDataset(ParsingDataset):
             )
         maps = []
         for annotation in self._person_annotations(coco_id):
+            problem = bbox_problem(annotation.get("bbox"))
+            if problem is not None:
+                raise BadSampleError(
+                    self.ann_file,
+                    f"annotation {annotation.get('id')} of COCO id {coco_id}: {problem}",
+                )
             label = decode_dp_masks(annotation["dp_masks"], self.ann_file)
             person = paste_person_map(label, annotation["bbox"], height, width)
             if person.any():
@@ -207,3 +259,10 @@ class DensePoseParsingDataset(ParsingDataset):
                 )
         parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
         return {"image": image, "parsing": parsing, "image_id": str(coco_id)}
+
+
+def _size_value(value: Any) -> int:
+    """An image record's ``height``/``width`` as an int; 0 (unknown) when it is not a sane one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return int(value) if 0 < value < 2**31 else 0

@@ -15,6 +15,7 @@ The part id of a person PNG lives in its **R channel** (reading the PNG as grays
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +23,16 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image
 
 from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.data.image_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode,
+    open_image,
+    open_regular,
+    read_image_size,
+)
 from smp_parsing.metadata import MHP_V2
 
 log = logging.getLogger(__name__)
@@ -50,44 +57,63 @@ def split_directory(root: Path, split: str) -> Path:
     return root / ("test" if split.startswith("test") else split)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file as RGB.
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file as RGB, after checking its header (see :mod:`.image_files`).
 
     PIL is used rather than OpenCV because it raises on truncated files instead of returning a
     partly grey image with only a message on stderr.
+
+    Args:
+        path: The image file.
+        max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
 
     Returns:
         ``H x W x 3`` uint8 RGB array.
 
     Raises:
-        BadSampleError: when the file is missing, truncated or not an image.
+        BadSampleError: when the file is missing, not a regular file, truncated, not an image
+            or larger than ``max_pixels``.
     """
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadSampleError(path, f"cannot read image ({exc})") from exc
+    with open_image(path, max_pixels) as image:
+        return np.asarray(decode(path, image, "RGB"))
 
 
-def read_label_png(path: Path) -> np.ndarray:
+def read_label_png(
+    path: Path,
+    expected_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    reference: str = "the image",
+) -> np.ndarray:
     """Read an MHP person PNG and return its part ids.
+
+    Args:
+        path: The PNG.
+        expected_size: ``(H, W)`` the map must have, checked on the header before decoding
+            (a label that claims another size is not decoded at all).
+        max_pixels: Largest ``width * height`` decoded.
+        reference: Names what ``expected_size`` comes from, in the error message.
 
     Returns:
         ``H x W`` uint8 array: the R channel of an RGB(A) PNG; the stored values of a single
         channel (``L``) or palette (``P``) PNG.
 
     Raises:
-        BadSampleError: when the file cannot be decoded or has an unsupported mode.
+        BadSampleError: when the file cannot be decoded, has an unsupported mode, another size
+            than ``expected_size`` or more than ``max_pixels`` pixels.
     """
-    try:
-        with Image.open(path) as label:
-            if label.mode in ("RGB", "RGBA"):
-                return np.asarray(label.getchannel(0))
-            if label.mode in ("L", "P"):
-                return np.asarray(label)
-            raise BadSampleError(path, f"annotation has unsupported PNG mode {label.mode!r}")
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise BadSampleError(path, f"cannot read annotation ({exc})") from exc
+    with open_image(path, max_pixels, what="annotation") as label:
+        if expected_size is not None and (label.height, label.width) != tuple(expected_size):
+            height, width = expected_size
+            raise BadSampleError(
+                path,
+                f"annotation size {label.width}x{label.height} (WxH) differs from {reference} "
+                f"size {width}x{height}",
+            )
+        if label.mode in ("RGB", "RGBA"):
+            return np.asarray(decode(path, label, what="annotation").getchannel(0))
+        if label.mode in ("L", "P"):
+            return np.asarray(decode(path, label, what="annotation"))
+        raise BadSampleError(path, f"annotation has unsupported PNG mode {label.mode!r}")
 
 
 def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
@@ -103,10 +129,11 @@ def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
     Raises:
         BadSampleError: when the file cannot be read or an entry is not a 20 x 3 array.
     """
-    try:
-        content = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises several unrelated types for a corrupt file
-        raise BadSampleError(path, f"cannot read pose file ({exc})") from exc
+    with os.fdopen(open_regular(path), "rb") as fh:  # a FIFO named .mat must not block
+        try:
+            content = scipy.io.loadmat(fh)
+        except Exception as exc:  # scipy raises several unrelated types for a corrupt file
+            raise BadSampleError(path, f"cannot read pose file ({exc})") from exc
     keypoints = np.tile(
         np.asarray(MISSING_POINT, np.float32), (len(person_indices), NUM_POSE_ROWS, 1)
     )
@@ -134,6 +161,8 @@ class MHPv2Dataset(ParsingDataset):
         load_pose: Read ``pose_annos/<id>.mat`` when present into the ``keypoints`` key.
         limit: Use only the first ``limit`` ids of the list (fast validation); ``None`` for all.
         num_classes: Number of classes including background; larger ids are bad input.
+        max_image_pixels: Largest ``width * height`` of an image or annotation, checked on the
+            file header before decoding (larger files are bad samples: decompression bombs).
 
     Raises:
         DataRootError: when the root, the list file or the images folder is missing.
@@ -156,12 +185,14 @@ class MHPv2Dataset(ParsingDataset):
         load_pose: bool = True,
         limit: int | None = None,
         num_classes: int = MHP_V2.num_classes,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
         self.load_pose = load_pose
         self.num_classes = num_classes
+        self.max_image_pixels = max_image_pixels
         self.tracker = BadSampleTracker(on_bad_sample, log)
 
         list_file = self.root / "list" / f"{split}.txt"
@@ -253,9 +284,8 @@ class MHPv2Dataset(ParsingDataset):
         sizes = np.zeros((len(self.samples), 2), np.int64)
         for index, (_, image_path, _, _) in enumerate(self.samples):
             try:
-                with Image.open(image_path) as image:
-                    sizes[index] = image.height, image.width
-            except (OSError, SyntaxError, ValueError):
+                sizes[index] = read_image_size(image_path, self.max_image_pixels)
+            except BadSampleError:
                 pass  # (0, 0); reading the sample reports the file
         return sizes
 
@@ -267,17 +297,14 @@ class MHPv2Dataset(ParsingDataset):
                 class id above ``num_classes - 1``, malformed pose file.
         """
         image_id, image_path, persons, pose_path = self.samples[index]
-        image = read_image(image_path)
+        # Headers are checked before decoding: the image's pixel count, then each label's size
+        # against the image (a label claiming 10000 x 10000 pixels is never decoded).
+        image = read_image(image_path, self.max_image_pixels)
         height, width = image.shape[:2]
+        reference = f"image {image_path.name}"
         maps = []
         for _, path in persons:
-            label = read_label_png(path)
-            if label.shape != (height, width):
-                raise BadSampleError(
-                    path,
-                    f"annotation size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
-                    f"{image_path.name} size {width}x{height}",
-                )
+            label = read_label_png(path, (height, width), self.max_image_pixels, reference)
             top = int(label.max(initial=0))
             if top >= self.num_classes:
                 raise BadSampleError(

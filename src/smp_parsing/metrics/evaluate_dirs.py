@@ -56,6 +56,8 @@ from rich.progress import track
 from rich.table import Table
 
 from smp_parsing.data.cihp import CIHPDataset
+from smp_parsing.data.errors import BadSampleError
+from smp_parsing.data.image_files import open_image
 from smp_parsing.data.mhp import MHPv2Dataset, read_label_png
 from smp_parsing.metadata import get_dataset_meta
 from smp_parsing.metrics.functional import DEFAULT_THRESHOLDS
@@ -377,12 +379,18 @@ def _load_predictions(
     """Read one image's PNGs: ``P x H x W`` uint8 maps and ``(P,)`` float64 scores."""
     maps = []
     for path, _ in persons:
-        label = read_label_png(path)
-        if label.shape != (height, width):
-            raise PredictionDirError(
-                f"{path}: size {label.shape[1]}x{label.shape[0]} (WxH) differs from the image "
-                f"{width}x{height}"
-            )
+        try:
+            # The size from the header, before any decoding (and only regular files opened).
+            with open_image(path, what="prediction") as header:
+                size = header.size
+            if size != (width, height):
+                raise PredictionDirError(
+                    f"{path}: size {size[0]}x{size[1]} (WxH) differs from the image "
+                    f"{width}x{height}"
+                )
+            label = read_label_png(path, (height, width))
+        except BadSampleError as exc:  # not a regular file, not a PNG, truncated ...
+            raise PredictionDirError(str(exc)) from exc
         top = int(label.max(initial=0))
         if top >= num_classes:
             raise PredictionDirError(
