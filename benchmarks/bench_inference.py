@@ -59,15 +59,7 @@ def decode_workload(net: torch.nn.Module, persons: int, height: int, width: int,
     """Oracle outputs of one ``height x width`` image holding ``persons`` persons."""
     maps = person_maps(persons, height, width, num_classes=net.num_classes)
     out = oracle_outputs([maps], net)
-    return _outputs_to(out, device)
-
-
-def _outputs_to(out, device):
-    for name in ("center", "offsets", "mask_feat"):
-        setattr(out, name, getattr(out, name).to(device))
-    out.cate = [t.to(device) for t in out.cate]
-    out.kernels = [t.to(device) for t in out.kernels]
-    return out
+    return out.apply(lambda t: t.to(device))
 
 
 def _total_fn(net, images, metas, device, amp):

@@ -22,13 +22,7 @@ CUDA = torch.device("cuda")
 
 
 def _to(out: SMPOutputs, device: torch.device) -> SMPOutputs:
-    def move(t):
-        return None if t is None else t.to(device)
-
-    return SMPOutputs(center=move(out.center), offsets=move(out.offsets),
-                      cate=[move(t) for t in out.cate], kernels=[move(t) for t in out.kernels],
-                      mask_feat=move(out.mask_feat), mir_feat=move(out.mir_feat),
-                      mir_semantic=move(out.mir_semantic))  # fmt: skip
+    return out.apply(lambda t: t.to(device))
 
 
 def _decode_both(net, out_cpu, metas):

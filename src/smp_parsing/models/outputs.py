@@ -10,7 +10,9 @@ pure functions of ``smp_parsing.models.decode``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 from torch import Tensor
 
@@ -39,13 +41,24 @@ class SMPOutputs:
     mir_feat: Tensor | None = None
     mir_semantic: Tensor | None = None
 
-    def detach(self) -> SMPOutputs:
-        """Return a copy with every tensor detached from the graph."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                out[f.name] = [t.detach() for t in v]
-            else:
-                out[f.name] = None if v is None else v.detach()
-        return SMPOutputs(**out)
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> SMPOutputs:
+        """A copy with ``fn`` applied to every tensor (casts, ``detach``, device moves).
+
+        Per-level lists are mapped element-wise and absent outputs (``None``) stay absent, so
+        a head added as a new field is covered without listing it here.
+
+        Args:
+            fn: tensor -> tensor, e.g. ``Tensor.float`` or ``lambda t: t.to(device)``.
+
+        Returns:
+            A new :class:`SMPOutputs` of the same type; ``self`` is unchanged.
+        """
+
+        def one(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, (list, tuple)):
+                return [fn(t) for t in value]
+            return fn(value)
+
+        return type(self)(**{f.name: one(getattr(self, f.name)) for f in fields(self)})

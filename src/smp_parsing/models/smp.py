@@ -472,19 +472,7 @@ def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
 
 def _float32(outputs: SMPOutputs) -> SMPOutputs:
     """Outputs cast to float32 (losses and decoding stay in fp32 under AMP)."""
-
-    def cast(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.float()
-
-    return SMPOutputs(
-        center=cast(outputs.center),
-        offsets=cast(outputs.offsets),
-        cate=[cast(t) for t in outputs.cate],
-        kernels=[cast(t) for t in outputs.kernels],
-        mask_feat=cast(outputs.mask_feat),
-        mir_feat=cast(outputs.mir_feat),
-        mir_semantic=cast(outputs.mir_semantic),
-    )
+    return outputs.apply(Tensor.float)
 
 
 def _zero_like_graph(outputs: SMPOutputs) -> Tensor:
