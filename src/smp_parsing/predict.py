@@ -42,6 +42,8 @@ def list_images(input_path: str | Path) -> list[Path]:
 
     Raises:
         FileNotFoundError: the path does not exist or the folder holds no image.
+        ValueError: two images share a file stem (``a.jpg`` and ``a.png``): their predictions
+            would be written under one image id, the second silently replacing the first.
     """
     path = Path(input_path)
     if path.is_file():
@@ -52,6 +54,15 @@ def list_images(input_path: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(
             f"input={path}: no image ({'/'.join(IMAGE_SUFFIXES)}) in the folder"
+        )
+    by_stem: dict[str, list[str]] = {}
+    for file in files:
+        by_stem.setdefault(file.stem, []).append(file.name)
+    clashes = [names for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise ValueError(
+            f"input={path}: images share a name without extension, so their predictions would "
+            f"overwrite each other (the image id is the stem): {clashes[:5]}; rename them"
         )
     return files
 
