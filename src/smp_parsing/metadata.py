@@ -7,6 +7,7 @@ Ids follow the on-disk annotations: 0 is background, parts are 1..C-1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,18 @@ CIHP_CLASSES: tuple[str, ...] = (
 CIHP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
 
 
+def mirror_lut(flip_pairs: Sequence[Sequence[int]], num_classes: int = 256) -> np.ndarray:
+    """Lookup table class id -> mirrored class id, shape ``(num_classes,)`` uint8.
+
+    The default 256 entries cover every uint8 id (what ``cv2.LUT`` needs); a label space's own
+    table is :meth:`DatasetMeta.flip_lut`.
+    """
+    lut = np.arange(num_classes, dtype=np.uint8)
+    for a, b in flip_pairs:
+        lut[a], lut[b] = b, a
+    return lut
+
+
 @dataclass(frozen=True)
 class DatasetMeta:
     """Label space of one data set.
@@ -85,10 +98,7 @@ class DatasetMeta:
 
     def flip_lut(self) -> np.ndarray:
         """Lookup table mapping a class id to its mirror id, shape ``(num_classes,)`` uint8."""
-        lut = np.arange(self.num_classes, dtype=np.uint8)
-        for a, b in self.flip_pairs:
-            lut[a], lut[b] = b, a
-        return lut
+        return mirror_lut(self.flip_pairs, self.num_classes)
 
 
 MHP_V2 = DatasetMeta("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)

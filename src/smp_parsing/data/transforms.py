@@ -33,18 +33,10 @@ import cv2
 import numpy as np
 import torch
 
-from smp_parsing.metadata import get_dataset_meta
+from smp_parsing.metadata import get_dataset_meta, mirror_lut
 
 PAPER_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB, 0..255 scale
 PAPER_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
-
-def flip_lut(flip_pairs: Sequence[Sequence[int]], num_classes: int = 256) -> np.ndarray:
-    """Lookup table class id -> mirrored class id, shape ``(num_classes,)`` uint8."""
-    lut = np.arange(num_classes, dtype=np.uint8)
-    for a, b in flip_pairs:
-        lut[a], lut[b] = b, a
-    return lut
 
 
 def hflip(image: Any, parsing: Any, flip_pairs: Sequence[Sequence[int]]) -> tuple[Any, Any]:
@@ -58,7 +50,7 @@ def hflip(image: Any, parsing: Any, flip_pairs: Sequence[Sequence[int]]) -> tupl
     Returns:
         ``(flipped_image, flipped_parsing)`` of the same types and shapes (new arrays).
     """
-    lut = flip_lut(flip_pairs)
+    lut = mirror_lut(flip_pairs)
     if isinstance(image, torch.Tensor):
         flipped = torch.flip(image, dims=[-1])
         table = torch.as_tensor(lut, device=parsing.device)
@@ -156,7 +148,7 @@ class HorizontalFlipWithClassSwap(A.DualTransform):
             if flip_pairs is not None
             else get_dataset_meta(dataset).flip_pairs
         )
-        self.lut = flip_lut(self.flip_pairs)
+        self.lut = mirror_lut(self.flip_pairs)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return np.ascontiguousarray(img[:, ::-1])

@@ -58,16 +58,3 @@ def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as pretty JSON atomically (see :func:`write_text_atomic`)."""
     text = json.dumps(_to_jsonable(payload), indent=2, sort_keys=True) + "\n"
     return write_text_atomic(path, text)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read ``<run_dir>/metrics.json``.
-
-    Raises:
-        FileNotFoundError: naming the missing file (the run failed or is still running).
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {METRICS_FILE} (the run failed or has not finished)")
-    with open(path) as fh:
-        return json.load(fh)
