@@ -102,7 +102,8 @@ class WandbPanels(Callback):
     """Per-class IoU, threshold curves, best-value summaries and sweep keys on W&B.
 
     Args:
-        dataset: data set name (the class names of the IoU table; ``${data.dataset_name}``).
+        dataset: data set name (class names of the IoU table, ``dataset`` config key) when the
+            trainer's datamodule has none (``dataset_name`` / ``meta`` of ``ParsingDataModule``).
         summary_max: metrics whose W&B summary is their best (max) value, per stage prefix.
         max_prefixes: stage prefixes ``summary_max`` applies to.
         metric_attrs: module attribute of the metric per stage.
@@ -124,11 +125,21 @@ class WandbPanels(Callback):
     def _wandb_loggers(trainer: pl.Trainer) -> list[WandbLogger]:
         return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
 
+    def _dataset(self, trainer: pl.Trainer) -> str | None:
+        # the data actually evaluated (evaluate may take them from the checkpoint) first
+        return getattr(trainer.datamodule, "dataset_name", None) or self.dataset
+
+    def _class_labels(self, trainer: pl.Trainer, num_classes: int) -> dict[int, str]:
+        meta = getattr(trainer.datamodule, "meta", None)
+        if meta is not None and len(getattr(meta, "classes", ())) == num_classes:
+            return dict(enumerate(meta.classes))
+        return class_labels(self._dataset(trainer) or "", num_classes=num_classes)
+
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        keys = sweep_keys(getattr(pl_module, "model_config", None), self.dataset)
+        keys = sweep_keys(getattr(pl_module, "model_config", None), self._dataset(trainer))
         params = sum(p.numel() for p in pl_module.parameters())
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         for logger in self._wandb_loggers(trainer):
@@ -156,7 +167,7 @@ class WandbPanels(Callback):
             return
         import wandb
 
-        labels = class_labels(self.dataset or "", num_classes=len(iou))
+        labels = self._class_labels(trainer, len(iou))
         class_table = wandb.Table(
             columns=["class_id", "class", "IoU"], data=class_iou_rows(iou, labels)
         )
