@@ -281,6 +281,7 @@ def test_nms_pre_caps_parts_per_human_not_per_image(grouping):
     assert len(pred["scores"]) == 8
     assert all(person.unique().tolist() == [0, 1, 2] for person in pred["parsing"])
     (one,) = decode_parsing(outputs, [meta], strides=STRIDES, nms_pre=1, grouping=grouping)
+    assert len(one["scores"]) == 8  # (all() over no person at all would pass as well)
     assert all(person.unique().numel() == 2 for person in one["parsing"])  # one part each
 
 
@@ -304,8 +305,22 @@ def test_decode_crops_padding_and_resizes_to_original():
     assert pred["parsing"].shape == (2, 96, 128)
     want = torch.nn.functional.interpolate(
         expected_maps()[:, None, :48].float(), size=(96, 128), mode="nearest-exact"
-    )[:, 0]
-    assert (pred["parsing"] != want).float().mean() < 0.01
+    )[:, 0].to(torch.uint8)
+    # Pixel exact but for the rounded rectangle corners (measured: 24 pixels in 3-pixel
+    # triangles at two bottom corners). A 1% tolerance let a one-row shift (128 pixels) pass.
+    wrong = (pred["parsing"] != want).nonzero()
+    assert len(wrong) <= 24
+    corners = []
+    for person in range(len(want)):
+        for label in want[person].unique().tolist()[1:]:
+            ys, xs = (want[person] == label).nonzero().T
+            for y in (ys.min(), ys.max()):
+                for x in (xs.min(), xs.max()):
+                    corners.append((person, int(y), int(x)))
+    for person, y, x in wrong.tolist():
+        assert any(
+            p == person and abs(y - cy) <= 3 and abs(x - cx) <= 3 for p, cy, cx in corners
+        ), (person, y, x)
 
 
 def test_decode_empty_and_half_empty_batch():
