@@ -160,6 +160,32 @@ def test_validation_feeds_the_metric_and_tracks_the_best() -> None:
     # separate objects per stage: the test metric saw nothing
     assert module.test_metrics is not module.val_metrics
     assert int(module.test_metrics.num_gt) == 0 and int(module.val_metrics.num_gt) == 2
+    # The epoch end logs the metrics and the running best, which is this epoch's APpvol.
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), sanity_checking=False)
+    module.on_validation_epoch_end()
+    assert logged["val/APpvol_best"] == logged["val/APpvol"] == pytest.approx(values["APpvol"])
+
+
+@pytest.mark.parametrize(
+    ("fn", "sanity", "counted"),
+    [("fit", False, True), ("fit", True, False), ("validate", False, False)],
+)
+def test_appvol_best_is_the_max_over_fit_epochs_and_in_the_checkpoint(fn, sanity, counted) -> None:
+    module = make_module()
+    logged = []
+    module.log = lambda name, value, **kwargs: logged.append((name, float(value)))
+    module._trainer = SimpleNamespace(state=SimpleNamespace(fn=fn), sanity_checking=sanity)
+    epochs = iter([0.25, 0.625, 0.5])
+    module._log_eval = lambda prefix, metric: {"APpvol": next(epochs)}
+    for _ in range(3):
+        module.on_validation_epoch_end()
+    best = [v for name, v in logged if name == "val/APpvol_best"]
+    # the sanity check and `evaluate split=val` never count; while fitting, the running max
+    assert best == ([0.25, 0.625, 0.625] if counted else [])
+    stored = module.state_dict()["val_appvol_best.max_value"]  # what a resumed run restores
+    assert float(stored) == (0.625 if counted else float("-inf"))
 
 
 def test_nonfinite_loss_stops_before_the_step_naming_step_and_terms(tmp_path) -> None:
