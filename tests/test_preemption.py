@@ -26,18 +26,21 @@ PAUSE_STEP = 5  # 4 steps per epoch: the first step of the second epoch, mid-epo
 
 
 class PauseAtStep(pl.Callback):
-    """At the end of global step ``step``, write ``marker`` and wait (up to 2 min) for a signal."""
+    """During the step that reaches global step ``step`` (after its backward), write ``marker``
+    and wait (up to 2 min) for a signal: the signal arrives mid-step, as a scheduler's does."""
 
     def __init__(self, step: int, marker: str) -> None:
         self.step = step
         self.marker = Path(marker)
 
-    def on_train_batch_end(self, trainer, *args) -> None:
-        if trainer.global_step != self.step or self.marker.exists():
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step != self.step - 1:
             return
-        self.marker.write_text(str(os.getpid()))
+        if trainer.global_rank == 0:
+            self.marker.write_text(str(os.getpid()))
+        saver = next(c for c in trainer.callbacks if type(c).__name__ == "PreemptionCheckpoint")
         deadline = time.monotonic() + 120
-        while not trainer.received_sigterm and time.monotonic() < deadline:
+        while saver.signalled is None and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -197,3 +200,52 @@ def test_slurm_usr1_requeue_saves_hpc_checkpoint_and_the_requeued_job_resumes(
     assert the_run_dir(tmp_path / "job") == run_dir
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 8
+
+
+@pytest.mark.slow
+def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp_path) -> None:
+    # Lightning's `ddp` (the strategy the paper experiments get on several GPUs) on 2 CPU
+    # processes (gloo): rank 1 is the command line re-run by rank 0. Both ranks get the signal,
+    # Lightning broadcasts rank 0's flag every step, both stop after the same step and save one
+    # checkpoint together; the rerun resumes it and ends with the weights of a straight run.
+    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_", "LOCAL_RANK"))]:
+        del env[key]
+    ddp = ["+trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "data.num_workers=0", "data.persistent_workers=false"]  # fmt: skip
+    straight = run(train_command(synthetic_root, tmp_path / "straight", *ddp), env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    marker = tmp_path / "paused"
+    step = 3  # 2 steps per epoch and rank: the first step of the second epoch
+    job = train_command(
+        synthetic_root, tmp_path / "job", *ddp,
+        "+callbacks.pause._target_=test_preemption.PauseAtStep",
+        f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}",
+    )  # fmt: skip
+    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), "the job never reached the pause step"
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, output[-3000:]
+    run_dir = the_run_dir(tmp_path / "job")
+    state = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)
+    assert state["global_step"] == step
+
+    resumed = run([*job, f"ckpt_path={run_dir / 'checkpoints' / 'preempted.ckpt'}"], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert the_run_dir(tmp_path / "job") == run_dir
+    a = torch.load(the_run_dir(tmp_path / "straight") / "checkpoints/last.ckpt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key

@@ -148,13 +148,14 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path: Path, wo
 
 
 class SignalAtStep(pl.Callback):
-    """Send this process ``signum`` at the end of global step ``step`` (of stage ``stage``)."""
+    """Send this process ``signum`` in the step that reaches global step ``step`` (after its
+    backward; in stage ``stage`` only when given)."""
 
     def __init__(self, step: int, signum: int = 2, stage: str | None = None) -> None:
         self.step, self.signum, self.stage = step, signum, stage
 
-    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
-        if trainer.global_step == self.step and self.stage in (None, pl_module.hparams.stage):
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_step == self.step - 1 and self.stage in (None, pl_module.hparams.stage):
             os.kill(os.getpid(), self.signum)
 
 

@@ -1,13 +1,16 @@
 """Stop at the end of the current step on SIGTERM / SIGINT and save the exact state reached.
 
-Lightning already turns SIGTERM into a graceful stop: its handler sets ``trainer.received_sigterm``
-and the loops raise ``SIGTERMException`` at the next step boundary (after the optimiser step, the
-schedulers and the loggers; under DDP rank 0's flag is broadcast every step, so all ranks stop at
-the same step). Nothing is saved, though: the work since the last epoch-end checkpoint is lost.
-This callback
+Lightning turns SIGTERM into a stop of its loops (``trainer.received_sigterm``, then
+``SIGTERMException`` at a step boundary) but saves nothing, and under DDP its handler runs a
+``dist.broadcast`` inside the signal handler, at whatever point each rank happens to be: a rank
+signalled twice (by the scheduler and by rank 0's launcher) or at another moment than rank 0
+issues one collective more than the others, and the next collective mixes up (measured: a gloo
+run crashed in the next broadcast). This callback, from the first training batch on,
 
-- treats SIGINT (Ctrl-C) the same way: the first one stops after the current step, a second one
-  aborts at once (Lightning's own KeyboardInterrupt handling);
+- replaces the SIGTERM handler (and, with ``catch_sigint``, SIGINT's) by one that only records
+  the signal; at the end of every step the ranks agree on it (one 1-element all-reduce under
+  DDP, nothing in one process) and all of them set Lightning's flag together, so every rank
+  stops after the same step; a second Ctrl-C aborts at once;
 - saves ``<dirpath>/preempted.ckpt`` in ``on_exception`` (before Lightning finalises the
   loggers), atomically (a temporary file in the same directory, then ``os.replace``): weights,
   optimiser, schedulers, loop progress (epoch and batch within it: the train sampler skips the
@@ -168,22 +171,36 @@ class PreemptionCheckpoint(Callback):
         self.saved_path: str | None = None
         self.saved_step: int | None = None
         self._trainer: pl.Trainer | None = None
-        self._previous_sigint: Any = None
+        self._previous: dict[int, Any] = {}  # handlers replaced during the fit
+        self.signalled: int | None = None  # the signal received, not yet acted on
 
     @property
     def path(self) -> str:
         return os.path.join(self.dirpath, f"{self.filename}.ckpt")
 
     # ------------------------------------------------------------------ signals
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        trainer = self._trainer
-        if trainer is None or trainer.received_sigterm:
-            # second Ctrl-C (or no training running): abort now, as without this callback
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # No collective, no I/O beyond a log line: this runs between two bytecodes of the step.
+        if signum == signal.SIGINT and self.signalled is not None:
+            # a second Ctrl-C: abort now, as without this callback
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        log.warning("SIGINT: stopping after the current step (press Ctrl-C again to abort now).")
-        # the flag Lightning's own SIGTERM handler sets; the loops check it at step boundaries
-        trainer._signal_connector.received_sigterm = True
+        if self.signalled is None:
+            name = signal.Signals(signum).name
+            log.warning("%s: stopping after the current step%s.", name,
+                        " (Ctrl-C again to abort now)" if signum == signal.SIGINT else "")  # fmt: skip
+        self.signalled = signum
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        # Every rank runs this at the same step: agree on the signal, then raise Lightning's
+        # flag everywhere; its loop stops at the end of this step (SIGTERMException).
+        stop = self.signalled is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer._signal_connector.received_sigterm = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -209,15 +226,18 @@ class PreemptionCheckpoint(Callback):
         for name in LOADER_METHODS if datamodule is not None else ():
             if getattr(datamodule.__dict__.get(name), "smp_shielded", False):
                 delattr(datamodule, name)  # back to the class's method
-        if self._previous_sigint is not None and _in_main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        if _in_main_thread():
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._previous = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Here, not in setup: Lightning snapshots every signal handler after setup and restores
-        # the snapshot when the fit ends (ours would outlive the fit otherwise).
-        if self.catch_sigint and _in_main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        # Here, not in setup: Lightning installs its SIGTERM handler after setup (and snapshots
+        # every handler then, to restore them when the fit ends).
+        self.signalled = None
+        if _in_main_thread():
+            signums = [signal.SIGTERM] + ([signal.SIGINT] if self.catch_sigint else [])
+            self._previous = {s: signal.signal(s, self._on_signal) for s in signums}
         # loaders not built by a data module (the train loader's workers start at its first
         # batch; validation workers started by the sanity check are not reached)
         shield_workers(trainer.train_dataloader)
