@@ -20,21 +20,18 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.data.mhp import MHPv2Dataset
 from smp_parsing.data.synthetic import SyntheticMHPGenerator
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from smp_parsing.utils.compose import compose_config
 
 
 def synthetic_train_transforms():
     """The train transforms exactly as ``conf/data/synthetic.yaml`` builds them."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(overrides=["+data=synthetic", "+paths.data_dir=/unused"])
+    cfg = compose_config(None, ["+data=synthetic", "+paths.data_dir=/unused"])
     return instantiate(cfg.data.train_transforms)
 
 

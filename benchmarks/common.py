@@ -197,9 +197,10 @@ def smp_config(
 ) -> Any:
     """The SMP network config of ``conf/`` (paper defaults) with a backbone preset.
 
-    The same files Hydra composes for training are merged here by hand: the network
-    defaults of ``conf/model/net/smp.yaml``, then ``conf/backbone/<backbone>.yaml`` into
-    ``backbone``, then ``conf/grid/<grid>.yaml``, then ``overrides`` (dotted keys).
+    Composed by Hydra from the files training composes
+    (:func:`smp_parsing.utils.compose.compose_config`): the network defaults of
+    ``conf/model/net/smp.yaml``, then the ``backbone`` group (``conf/backbone/<backbone>.yaml``),
+    then the ``grid`` group, then ``overrides`` (dotted keys below ``model.net``).
     ImageNet weights are switched off (``pretrained: none``): speed does not depend on
     them and the machine has no internet.
 
@@ -214,18 +215,23 @@ def smp_config(
     """
     from omegaconf import OmegaConf
 
+    from smp_parsing.utils.compose import compose_config
+
     preset = CONF_DIR / "backbone" / f"{backbone}.yaml"
     if not preset.is_file():
         choices = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
         raise FileNotFoundError(f"no backbone preset {preset}; choose one of {choices}")
-    cfg = OmegaConf.load(CONF_DIR / "model" / "net" / "smp.yaml")
-    cfg.num_classes = num_classes
-    cfg.backbone = OmegaConf.load(preset)
+    groups = ["+model/net=smp", f"+backbone={backbone}"]
     if grid is not None:
         grid_file = CONF_DIR / "grid" / f"{grid}.yaml"
         if not grid_file.is_file():
             raise FileNotFoundError(f"no grid preset {grid_file}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(grid_file))
+        groups.append(f"+grid={grid}")
+    net = compose_config(None, groups).model.net
+    # a plain (non-struct) root of its own: num_classes replaces the ${data.num_classes}
+    # interpolation, and overrides may add keys
+    cfg = OmegaConf.create(OmegaConf.to_container(net))
+    cfg.num_classes = num_classes
     cfg.backbone.pretrained = "none"
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, merge=True)

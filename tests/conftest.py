@@ -54,13 +54,11 @@ def tiny_net_config(num_classes: int = 59, **changes):
     """The network config of ``conf/model/net/smp.yaml`` shrunk as in ``TINY_NET_OVERRIDES``."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(os.path.join(CONF_DIR, "model", "net", "smp.yaml"))
-    cfg.backbone = OmegaConf.load(os.path.join(CONF_DIR, "backbone", "r18.yaml"))
+    from smp_parsing.utils.compose import compose_config as compose
+
+    net = compose(None, ["+model/net=smp", "+backbone=r18", *TINY_NET_OVERRIDES]).model.net
+    cfg = OmegaConf.create(OmegaConf.to_container(net))  # a plain root (no ${data.*} left)
     cfg.num_classes = num_classes
-    for item in TINY_NET_OVERRIDES:
-        key, value = item.split("=", 1)
-        # parse the value as YAML, as Hydra does for command-line overrides
-        OmegaConf.update(cfg, key.removeprefix("model.net."), OmegaConf.create(f"v: {value}").v)
     for key, value in changes.items():
         OmegaConf.update(cfg, key, value)
     return cfg
@@ -133,29 +131,13 @@ TINY_DATA_COMMON = [
 def compose_config(config_name: str, overrides: list[str], output_dir):
     """Compose ``conf/<config_name>.yaml`` as ``@hydra.main`` would, with the run in ``output_dir``.
 
-    The Hydra runtime config is registered too, so ``${hydra:...}`` interpolations resolve and the
-    entry points can be called as plain functions (``train(cfg)``).
+    :func:`smp_parsing.utils.compose.compose_config`: the Hydra runtime config is registered
+    too, so ``${hydra:...}`` interpolations resolve and the entry points can be called as plain
+    functions (``train(cfg)``).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from smp_parsing.utils.compose import compose_config as compose
 
-    import smp_parsing.utils  # noqa: F401  (resolvers)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir)
-        cfg.paths.data_dir = str(output_dir)
-    return cfg
+    return compose(config_name, overrides, output_dir)
 
 
 @pytest.fixture(scope="session")

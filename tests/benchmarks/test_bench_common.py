@@ -57,6 +57,19 @@ def test_smp_config_uses_conf_presets():
         smp_config("r999")
 
 
+def test_smp_config_is_the_network_training_composes():
+    from omegaconf import OmegaConf
+
+    from smp_parsing.utils.compose import compose_config
+
+    for backbone, grid in (("r50", "2x"), ("r18", None), ("r101_dcn", "0.5x")):
+        overrides = [f"backbone={backbone}"] + ([f"grid={grid}"] if grid else [])
+        trained = compose_config("train", overrides).model.net
+        trained = OmegaConf.to_container(trained, resolve=False)
+        trained["num_classes"], trained["backbone"]["pretrained"] = 59, "none"
+        assert OmegaConf.to_container(smp_config(backbone, grid=grid)) == trained
+
+
 def test_oracle_outputs_decode_every_person():
     net = build_smp("r18", overrides=TINY_OVERRIDES).eval()
     maps = person_maps(3, 96, 128, num_classes=net.num_classes)
