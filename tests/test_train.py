@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +76,14 @@ def experiment_overrides(name: str, synthetic_root: Path, tmp_path: Path) -> lis
 def test_every_experiment_trains_and_validates(name, synthetic_root, tmp_path) -> None:
     cfg = compose_config("train", experiment_overrides(name, synthetic_root, tmp_path), tmp_path)
     metric_dict, objects = train(cfg)
-    for key in ("train/loss", "train/loss_center", "train/loss_part", "train/loss_mask",
-                "train/loss_offset", "val/APp50", "val/APpvol", "val/PCP50", "val/mIoU",
-                "val/APpvol_best"):  # fmt: skip
-        assert key in metric_dict, key
-        assert torch.isfinite(torch.as_tensor(metric_dict[key]))
+    terms = ("train/loss_center", "train/loss_part", "train/loss_mask", "train/loss_offset")
+    values = {key: float(metric_dict[key]) for key in ("train/loss", *terms)}
+    # every term is a real, positive loss and the optimised loss is their sum (stage=main)
+    assert all(v > 0 and math.isfinite(v) for v in values.values()), values
+    assert values["train/loss"] == pytest.approx(sum(values[t] for t in terms), rel=1e-4)
+    for key in ("val/APp50", "val/APpvol", "val/PCP50", "val/mIoU", "val/APpvol_best"):
+        assert 0.0 <= float(metric_dict[key]) <= 1.0, key
+    assert float(metric_dict["val/APpvol_best"]) == pytest.approx(float(metric_dict["val/APpvol"]))
     assert objects["trainer"].global_step == 2
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert Path(summary["last_model_path"]).is_file()
@@ -94,6 +98,17 @@ def test_every_experiment_trains_and_validates(name, synthetic_root, tmp_path) -
     # the running best travels with the checkpoint (a resumed run keeps it)
     best = ckpt["state_dict"]["val_appvol_best.max_value"]
     assert float(best) == pytest.approx(float(metric_dict["val/APpvol_best"]))
+    # the steps reached every trained weight: each parameter of the optimiser has a state
+    # (set only when it got a gradient) that is not all zero (momentum / Adam moments)
+    optimizer = ckpt["optimizer_states"][0]
+    params = [i for group in optimizer["param_groups"] for i in group["params"]]
+    stepped = [
+        i
+        for i in params
+        if any(torch.is_tensor(t) and t.dim() > 0 and t.abs().sum() > 0
+               for t in optimizer["state"].get(i, {}).values())
+    ]  # fmt: skip
+    assert params and len(stepped) == len(params), f"{len(params) - len(stepped)} never updated"
 
 
 def test_mir_stage_trains_only_mir_from_a_main_checkpoint(trained_run, synthetic_root,
