@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from smp_parsing.utils.run_files import METRICS_FILE
+from smp_parsing.utils.run_files import METRICS_FILE, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +200,15 @@ def write_report(
     out = Path(out_dir or sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     header, shown, raw = build_rows(jobs)
-    md = out / "report.md"
-    md.write_text(to_markdown(header, shown, f"Sweep {Path(sweep_dir).name} ({split})"))
-    csv_path = out / "report.csv"
-    with open(csv_path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(raw)
+    # Results files are replaced atomically: a killed report leaves the previous one whole.
+    md = write_text_atomic(
+        out / "report.md", to_markdown(header, shown, f"Sweep {Path(sweep_dir).name} ({split})")
+    )
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(header)
+    writer.writerows(raw)
+    csv_path = write_text_atomic(out / "report.csv", table.getvalue())
     png = plot_jobs(jobs, varying_keys(jobs), out / "report.png")
     return {"markdown": md, "csv": csv_path, "plot": png}
 
