@@ -16,3 +16,12 @@ def test_two_images_with_one_stem_are_an_error(tmp_path):
         list_images(tmp_path)
     (tmp_path / "a.png").unlink()
     assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.jpg"]
+
+
+def test_a_fifo_named_like_an_image_is_refused(tmp_path):
+    import os
+
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "b.jpg")
+    with pytest.raises(ValueError, match=r"not regular files, refused: \['b.jpg'\]"):
+        list_images(tmp_path)

@@ -42,8 +42,9 @@ def list_images(input_path: str | Path) -> list[Path]:
 
     Raises:
         FileNotFoundError: the path does not exist or the folder holds no image.
-        ValueError: two images share a file stem (``a.jpg`` and ``a.png``): their predictions
-            would be written under one image id, the second silently replacing the first.
+        ValueError: an image name is not a regular file (a FIFO, a folder), or two images
+            share a file stem (``a.jpg`` and ``a.png``): their predictions would be written
+            under one image id, the second silently replacing the first.
     """
     path = Path(input_path)
     if path.is_file():
@@ -55,6 +56,9 @@ def list_images(input_path: str | Path) -> list[Path]:
         raise FileNotFoundError(
             f"input={path}: no image ({'/'.join(IMAGE_SUFFIXES)}) in the folder"
         )
+    special = [p.name for p in files if not p.is_file()]  # a FIFO would block the reader
+    if special:
+        raise ValueError(f"input={path}: not regular files, refused: {special[:5]}")
     by_stem: dict[str, list[str]] = {}
     for file in files:
         by_stem.setdefault(file.stem, []).append(file.name)
