@@ -47,13 +47,12 @@ from benchmarks.common import (
 )
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.targets import build_smp_targets
-
-NET_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "model" / "net" / "smp.yaml"
+from smp_parsing.utils.compose import compose_config
 
 
 def paper_settings() -> SimpleNamespace:
     """Grids, scale ranges, epsilon, strides and test_cfg of ``conf/model/net/smp.yaml``."""
-    cfg = OmegaConf.load(NET_CONFIG)
+    cfg = compose_config(None, ["+model/net=smp"]).model.net
     return SimpleNamespace(
         part_grids=list(cfg.num_grids),
         center_grid=int(cfg.center_grid),

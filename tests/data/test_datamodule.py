@@ -8,14 +8,13 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from smp_parsing.data.errors import DataRootError
+from smp_parsing.utils.compose import compose_config
 
 from .builders import random_image, write_densepose_json, write_mhp_tree
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 TINY_SYNTHETIC = [
     "data.num_train=3",
     "data.num_val=2",
@@ -31,9 +30,7 @@ TINY_SYNTHETIC = [
 
 def data_config(name: str, data_dir: Path, overrides: list[str] = ()):
     """Compose only the data group (plus paths.data_dir), as the training config would."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(overrides=[f"+data={name}", f"+paths.data_dir={data_dir}", *overrides])
-    return cfg
+    return compose_config(None, [f"+data={name}", f"+paths.data_dir={data_dir}", *overrides])
 
 
 @pytest.mark.parametrize(

@@ -75,12 +75,11 @@ TWO_PERSONS = [
 
 def test_train_config_composes_with_the_groups():
     """The real Hydra tree: backbone/grid groups and a dotted override reach the network."""
-    from hydra import compose, initialize_config_dir
+    from smp_parsing.utils.compose import compose_config
 
     overrides = ["experiment=synthetic", "backbone=r18", "grid=0.5x",
                  "model.net.center_head.tower_width=64", "model.net.offset_head.branch_channels=4"]  # fmt: skip
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     assert cfg.model.net.grid_scale == 0.5 and cfg.model.net.backbone.depth == 18
     net = instantiate(cfg.model.net)
     assert net.center_head.tower[0][0].out_channels == 64
