@@ -153,12 +153,14 @@ def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_
 
 
 @pytest.mark.slow
-def test_slurm_usr1_requeue_saves_hpc_checkpoint_and_the_requeued_job_resumes(
+def test_slurm_usr1_stops_at_a_step_requeues_and_the_requeued_job_resumes(
     synthetic_root, tmp_path
 ) -> None:
-    # Lightning's SLURM environment (auto-requeue) on SIGUSR1 saves hpc_ckpt_1.ckpt and runs
-    # `scontrol requeue <job id>`; here a fake scontrol records the call and, as SLURM does when
-    # it requeues a running job, sends the job SIGTERM.
+    # Under Lightning's SLURM environment (auto-requeue) SIGUSR1 ahead of the time limit: every
+    # process stops after the same step, preempted.ckpt is saved and rank 0 runs `scontrol
+    # requeue <job id>` (Lightning's own handler, which this replaces, would save hpc_ckpt from
+    # inside the signal handler, mid-step); a fake scontrol records the call and, as SLURM does
+    # when it requeues a running job, sends the job SIGTERM.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol_calls"
@@ -190,10 +192,12 @@ def test_slurm_usr1_requeue_saves_hpc_checkpoint_and_the_requeued_job_resumes(
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    assert calls.read_text().split() == ["requeue", "4343"]
+    assert calls.read_text().split() == ["requeue", "4343"]  # once: not from the worker too
+    assert "SLURM job is requeued" in output
     run_dir = the_run_dir(tmp_path / "job")
-    assert run_dir.name == "slurm-4343" and (run_dir / "hpc_ckpt_1.ckpt").is_file()
-    assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
+    assert run_dir.name == "slurm-4343" and not list(run_dir.glob("hpc_ckpt_*"))
+    state = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)
+    assert state["global_step"] == PAUSE_STEP  # the step reached, not a mid-step state
 
     resumed = run(job, env)  # the requeued job: same command, same job id
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -257,6 +257,8 @@ def preempted(trainer: pl.Trainer) -> Preempted:
     if trainer.is_global_zero:
         where = f"checkpoint {ckpt}" if ckpt else "no checkpoint saved"
         requeue = " (a requeued SLURM / torchrun job resumes by itself)" if job_key() else ""
+        if saver is not None and saver.requeued:
+            requeue = " (the SLURM job is requeued: it resumes by itself)"
         log.warning("Stopped at global step %d, %s. Resume with: %s%s",
                     trainer.global_step, where, command, requeue)  # fmt: skip
     return Preempted(ckpt or "", command)

@@ -22,10 +22,16 @@ run crashed in the next broadcast). This callback, from the first training batch
   instead of stopping at a step boundary. The main process still shuts its workers down when it
   exits (and they exit when it dies).
 
-SLURM's pre-timeout signal is SIGUSR1 (``hydra/launcher=slurm``), handled by Lightning's
-``SLURMEnvironment`` (``hpc_ckpt_<n>.ckpt`` + requeue); the SIGTERM SLURM sends at the time
-limit or on pre-emption then lands here. ``smp_parsing.train`` turns the stop into
-:class:`Preempted`, with one line saying how to resume.
+SLURM's pre-timeout signal (SIGUSR1, ``hydra/launcher=slurm``): under Lightning's
+``SLURMEnvironment`` with ``auto_requeue``, Lightning's own handler would save
+``hpc_ckpt_<n>.ckpt`` from inside the signal handler (mid-step; with a barrier, the same
+collective hazard under DDP) and requeue. This callback takes that signal over (installed before
+Lightning's, which then leaves it alone): the ranks stop after the same step as above, save
+``preempted.ckpt`` and rank 0 requeues the job (``scontrol requeue``, as Lightning does); the
+requeued job keeps its id, hence its run directory, and resumes from that checkpoint by itself.
+Without this callback Lightning's requeue runs as usual (``hpc_ckpt``; ``smp_parsing.train``
+resumes from it too). ``smp_parsing.train`` turns the stop into :class:`Preempted`, with one
+line saying how to resume.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
+import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -153,6 +162,31 @@ def save_atomically(trainer: pl.Trainer, path: str | os.PathLike) -> str:
     return path
 
 
+def slurm_job_id() -> str:
+    """The id ``scontrol requeue`` takes (``<array job>_<task>`` for an array task)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array_job is not None:
+        return f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
+def requeue_slurm_job() -> bool:
+    """``scontrol requeue <this job>``; False (and a warning) when it fails."""
+    job_id = slurm_job_id()
+    if not re.fullmatch(r"[0-9_]+", job_id):
+        raise ValueError(f"not a SLURM job id: {job_id!r}")
+    try:
+        result = subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("Requeuing SLURM job %s failed: %s", job_id, err)
+        return False
+    if result.returncode != 0:
+        log.warning("Requeuing SLURM job %s failed (scontrol exit %d)", job_id, result.returncode)
+        return False
+    log.info("Requeued SLURM job %s: it resumes from its newest checkpoint.", job_id)
+    return True
+
+
 class PreemptionCheckpoint(Callback):
     """On SIGTERM / SIGINT: stop after the current step and save its exact state.
 
@@ -173,6 +207,8 @@ class PreemptionCheckpoint(Callback):
         self._trainer: pl.Trainer | None = None
         self._previous: dict[int, Any] = {}  # handlers replaced during the fit
         self.signalled: int | None = None  # the signal received, not yet acted on
+        self.requeue_signal: int | None = None  # SLURM's, when this callback requeues
+        self.requeued = False
 
     @property
     def path(self) -> str:
@@ -207,6 +243,16 @@ class PreemptionCheckpoint(Callback):
             return
         self._trainer = trainer
         self.saved_path = self.saved_step = None
+        self.signalled, self.requeued = None, False
+        # SLURM's requeue signal: installed now, before Lightning registers its handlers (it
+        # does not replace a handler that is already there).
+        env = trainer._accelerator_connector.cluster_environment
+        self.requeue_signal = None
+        if isinstance(env, SLURMEnvironment) and env.auto_requeue and _in_main_thread():
+            self.requeue_signal = env.requeue_signal or signal.SIGUSR1
+            self._previous[self.requeue_signal] = signal.signal(
+                self.requeue_signal, self._on_signal
+            )
         # The loaders are built later (and the persistent validation workers started before any
         # hook runs between building and iterating): shield them as the data module builds them.
         datamodule = trainer.datamodule
@@ -234,10 +280,9 @@ class PreemptionCheckpoint(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Here, not in setup: Lightning installs its SIGTERM handler after setup (and snapshots
         # every handler then, to restore them when the fit ends).
-        self.signalled = None
         if _in_main_thread():
             signums = [signal.SIGTERM] + ([signal.SIGINT] if self.catch_sigint else [])
-            self._previous = {s: signal.signal(s, self._on_signal) for s in signums}
+            self._previous.update({s: signal.signal(s, self._on_signal) for s in signums})
         # loaders not built by a data module (the train loader's workers start at its first
         # batch; validation workers started by the sanity check are not reached)
         shield_workers(trainer.train_dataloader)
@@ -260,6 +305,10 @@ class PreemptionCheckpoint(Callback):
                 "Stopped by a signal at epoch %d, global step %d: saved %s",
                 trainer.current_epoch, trainer.global_step, self.saved_path,
             )  # fmt: skip
+            for logger in trainer.loggers:  # flushed before the requeue may end the job
+                logger.save()
+            if self.signalled is not None and self.signalled == self.requeue_signal:
+                self.requeued = requeue_slurm_job()
 
 
 def _in_main_thread() -> bool:
