@@ -197,6 +197,14 @@ def test_slurm_launcher_composes(tmp_path) -> None:
     signals = [line for line in script.splitlines() if line.startswith("#SBATCH --signal")]
     assert signals == ["#SBATCH --signal=USR1@120"] and "#SBATCH --requeue" in script
     assert launcher.max_num_timeout == 0
+    # the paper experiments' devices=auto cannot size a submission: a clear error, not submitit's
+    cfg = compose_config("train", ["hydra/launcher=slurm", "experiment=mhp_r101_dcn"], tmp_path)
+    with pytest.raises(Exception, match="needs trainer.devices = GPUs per node as a number"):
+        _ = cfg.hydra.launcher.tasks_per_node
+    cfg = compose_config(
+        "train", ["hydra/launcher=slurm", "experiment=mhp_r101_dcn", "trainer.devices=8"], tmp_path
+    )
+    assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 8
 
 
 def test_run_dirs_never_collide() -> None:

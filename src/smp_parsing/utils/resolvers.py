@@ -33,6 +33,18 @@ def _run_dir(runs_root: str, ckpt_path=None, resume=None, overrides=None, stage=
     return choose_run_dir(runs_root, ckpt_path, resume, overrides, stage)
 
 
+def _slurm_devices(devices: object) -> int:
+    """``trainer.devices`` as the GPUs (tasks) per node of a SLURM job: a number."""
+    try:
+        return int(devices)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"hydra/launcher=slurm needs trainer.devices = GPUs per node as a number (e.g. "
+            f"trainer.devices=8 or trainer=ddp_slurm), not {devices!r}: the submission must "
+            "know how many tasks to start on each node."
+        ) from None
+
+
 def register_resolvers() -> None:
     """Register the project's resolvers once (idempotent, safe to call from every entry point)."""
     if not OmegaConf.has_resolver("run_id"):
@@ -49,6 +61,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", project_root)
     if not OmegaConf.has_resolver("default_precision"):
         OmegaConf.register_new_resolver("default_precision", default_precision)
+    if not OmegaConf.has_resolver("slurm_devices"):
+        OmegaConf.register_new_resolver("slurm_devices", _slurm_devices)
     if not OmegaConf.has_resolver("mul"):
         OmegaConf.register_new_resolver("mul", lambda a, b: a * b)
     if not OmegaConf.has_resolver("len"):
