@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -191,6 +192,15 @@ def _official_bad(root, name, sample_index=0):
         path = folder / "Images" / f"{image_id}.png"
         path.write_bytes(b"not a png")
         return path, "cannot read image"
+    if name == "fifo_label":
+        path = folder / "Human_ids" / f"{image_id}.png"
+        path.unlink()
+        os.mkfifo(path)
+        return path, "FIFO, not a regular file"
+    if name == "bomb_label":  # a 10000 x 10000 header in a few hundred bytes
+        path = folder / "Category_ids" / f"{image_id}.png"
+        Image.new("L", (10000, 10000)).save(path)
+        return path, "over the limit"
     if name == "corrupt_label":
         path = folder / "Human_ids" / f"{image_id}.png"
         path.write_bytes(b"\x89PNG broken")
@@ -199,12 +209,12 @@ def _official_bad(root, name, sample_index=0):
 
 
 @pytest.mark.parametrize("name", ["rgb_label", "size", "class_range", "corrupt_image",
-                                  "corrupt_label"])  # fmt: skip
+                                  "corrupt_label", "fifo_label", "bomb_label"])  # fmt: skip
 def test_official_bad_sample_error_names_file_or_skips(official, name, caplog):
     root, _, _ = official
     path, problem = _official_bad(root, name)
     with pytest.raises(BadSampleError, match=problem) as info:
-        CIHPDataset(root)[0]
+        CIHPDataset(root, max_image_pixels=H * W * 4)[0]
     assert info.value.path == path
     skipping = CIHPDataset(root, on_bad_sample="skip")
     with caplog.at_level(logging.WARNING):
@@ -260,17 +270,23 @@ def test_coco_bad_inputs(coco, caplog):
         CIHPDataset(root, layout="coco")[2]
     content["images"][1]["height"] = H + 2
     content["annotations"].append({"id": 77, "image_id": 123, "parsing": "x.png", "iscrowd": 0})
-    content["annotations"].append({"id": 78, "image_id": 5, "iscrowd": 0})
+    content["annotations"].append({"id": 78, "image_id": 6, "iscrowd": 0})
     ann_file.write_text(json.dumps(content))
     with pytest.raises(BadSampleError, match="image_id 123") as info:
         CIHPDataset(root, layout="coco")
     assert info.value.path == ann_file
     dataset = CIHPDataset(root, layout="coco", on_bad_sample="skip")
-    assert dataset.tracker.num_skipped == 2  # the unknown image and the missing `parsing`
-    assert "annotation 78 has no parsing PNG name" in str(dataset.tracker.problems[1])
+    assert dataset.tracker.num_skipped == 1  # the annotation of an image not in the json
     with pytest.raises(BadSampleError, match="differs from 32x26"):
         dataset.load_sample(1)
-    assert dataset[1] is None and dataset.tracker.num_skipped == 3
+    assert dataset[1] is None and dataset.tracker.num_skipped == 2
+    # a person without a PNG name: the whole image is bad (its GT would miss a person)
+    with pytest.raises(BadSampleError, match="annotation 78 of image 6: parsing None is not a"):
+        dataset.load_sample(2)
+    content["annotations"][-1]["parsing"] = "../../train_img/0000005.jpg"
+    ann_file.write_text(json.dumps(content))
+    with pytest.raises(BadSampleError, match="climbs out of the image root: refused"):
+        CIHPDataset(root, layout="coco", on_bad_sample="skip").load_sample(2)
     ann_file.write_text("{not json")
     with pytest.raises(BadSampleError, match="cannot read the CIHP json"):
         CIHPDataset(root, layout="coco")
@@ -390,13 +406,15 @@ def test_coco_image_entries_and_crowd_without_png(coco):
     content["images"].append({"id": 6, "file_name": "again.jpg", "height": H, "width": W})
     content["images"].append({"id": 8, "file_name": "0000008.jpg"})  # no size
     content["images"].append({"id": 9, "file_name": "0000009.jpg", "height": H, "width": W})
+    content["images"].append({"id": 10, "file_name": "/etc/passwd", "height": H, "width": W})
     content["annotations"].append("not an annotation")
     ann_file.write_text(json.dumps(content))
     with pytest.raises(BadSampleError, match="image id 6 is repeated"):
         CIHPDataset(root, layout="coco")
     dataset = CIHPDataset(root, layout="coco", on_bad_sample="skip")
     problems = [e.problem for e in dataset.tracker.problems]
-    assert len(problems) == 3 and "malformed" in problems[1] and "not an object" in problems[2]
+    assert len(problems) == 4 and "malformed" in problems[1] and "not an object" in problems[3]
+    assert "image 10: file_name '/etc/passwd' is absolute" in problems[2]
     assert dataset.image_ids == ["0000040", "0000005", "0000006", "0000009"]
     assert len(dataset[0]["parsing"]) == 2
     with pytest.raises(BadSampleError, match="missing") as info:  # 0000009.jpg was never written

@@ -34,15 +34,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from smp_parsing.data.base import ParsingDataset
+from smp_parsing.data.densepose import safe_file_name
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
+from smp_parsing.data.image_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode,
+    open_image,
+    read_image_size,
+)
 from smp_parsing.data.mhp import IMAGE_SUFFIXES, read_image
 from smp_parsing.metadata import CIHP
 
@@ -65,32 +72,58 @@ CIHP_LAYOUT_HELP = """expected CIHP in one of two layouts (data.train_dataset.la
 Without the real data set: `python -m smp_parsing.data.synthetic_cihp --root DIR --layout coco`."""
 
 
-def read_index_png(path: Path) -> np.ndarray:
+def read_index_png(
+    path: Path,
+    expected_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    reference: str = "the image",
+) -> np.ndarray:
     """Read a one-channel label PNG and return its stored indices.
+
+    The header is checked first (regular file, pixel count, size), so a hostile file is refused
+    before any pixel is decoded (see :mod:`smp_parsing.data.image_files`).
+
+    Args:
+        path: The PNG.
+        expected_size: ``(H, W)`` the map must have (checked on the header).
+        max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
+        reference: Names what ``expected_size`` comes from, in the error message.
 
     Returns:
         ``H x W`` uint8: the values of an ``L`` PNG, the palette **indices** of a ``P`` PNG.
 
     Raises:
-        BadSampleError: missing or undecodable file, an RGB(A) file (colours are not labels), or
-            another mode (16-bit, grey + alpha ...).
+        BadSampleError: missing, non-regular or undecodable file, over ``max_pixels``, another
+            size than ``expected_size``, an RGB(A) file (colours are not labels), or another mode
+            (16-bit, grey + alpha ...).
     """
-    try:
-        with Image.open(path) as label:
-            mode = label.mode
-            # PIL keeps a P image as its indices: np.asarray never applies the palette.
-            values = np.asarray(label) if mode in ("L", "P") else None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise BadSampleError(path, f"cannot read label file ({exc})") from exc
-    if values is None:
-        if mode in ("RGB", "RGBA"):
+    with open_image(path, max_pixels, what="label file") as label:
+        if expected_size is not None and (label.height, label.width) != tuple(expected_size):
+            height, width = expected_size
             raise BadSampleError(
                 path,
-                f"label file is {mode}; CIHP labels are one-channel index PNGs (8-bit grey or "
-                "palette), colour renderings are not labels",
+                f"label size {label.width}x{label.height} (WxH) differs from {reference} size "
+                f"{width}x{height}",
             )
-        raise BadSampleError(path, f"label file has unsupported PNG mode {mode!r}")
-    return values
+        if label.mode in ("L", "P"):
+            # PIL keeps a P image as its indices: np.asarray never applies the palette.
+            return np.asarray(decode(path, label, what="label file"))
+        if label.mode in ("RGB", "RGBA"):
+            raise BadSampleError(
+                path,
+                f"label file is {label.mode}; CIHP labels are one-channel index PNGs (8-bit grey "
+                "or palette), colour renderings are not labels",
+            )
+        raise BadSampleError(path, f"label file has unsupported PNG mode {label.mode!r}")
+
+
+def _json_size(value: Any) -> int:
+    """An image record's ``height``/``width`` as a positive int (``ValueError`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a size")
+    if not 0 < value < 2**31 or value != int(value):
+        raise ValueError(f"{value!r} is not a size")
+    return int(value)
 
 
 def person_maps(category: np.ndarray, human: np.ndarray) -> np.ndarray:
@@ -125,11 +158,16 @@ class CIHPDataset(ParsingDataset):
         ann_file: coco only: the json (default ``<root>/annotations/CIHP_<split>.json``).
         image_dir: coco only: the image folder (default ``<root>/<split>_img``).
         parsing_dir: coco only: the person PNG folder (default ``<root>/<split>_parsing``).
+        max_image_pixels: Largest ``width * height`` of an image or label file, checked on the
+            file header before decoding (larger files are bad samples: decompression bombs).
 
     Raises:
         DataRootError: when the root, the id list / json or the image folder is missing.
         BadSampleError: an unreadable json; (``on_bad_sample="error"``) a listed id without image
-            or label files, a malformed json entry.
+            or label files, a malformed image record, an annotation of an image not in the json.
+
+    A bad annotation of a listed image (no or an unsafe PNG name) makes that image a bad sample
+    when it is read: leaving the person out would make the image's ground truth silently wrong.
 
     Items (without transforms) are dicts: ``image`` ``H x W x 3`` uint8 RGB, ``parsing``
     ``N x H x W`` uint8 (one map per person, all-zero persons removed) and ``image_id`` str (the
@@ -150,6 +188,7 @@ class CIHPDataset(ParsingDataset):
         ann_file: str | Path | None = None,
         image_dir: str | Path | None = None,
         parsing_dir: str | Path | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"CIHP layout must be one of {LAYOUTS}, got {layout!r}")
@@ -158,7 +197,10 @@ class CIHPDataset(ParsingDataset):
         self.layout = layout
         self.transforms = transforms
         self.num_classes = num_classes
+        self.max_image_pixels = max_image_pixels
         self.tracker = BadSampleTracker(on_bad_sample, log)
+        # image key -> the first bad annotation of that image (coco), raised when it is read
+        self.broken: dict[int, BadSampleError] = {}
         if not self.root.is_dir():
             raise DataRootError(f"CIHP root {self.root} does not exist.\n{CIHP_LAYOUT_HELP}")
         # Each sample: (image_id, image path, [label paths], json size (H, W) or None). Official:
@@ -275,12 +317,18 @@ class CIHPDataset(ParsingDataset):
         order: list[Any] = []
         for info in images:
             try:
-                key, name = info["id"], str(info["file_name"])
-                size = (int(info["height"]), int(info["width"]))
+                key, name = info["id"], info["file_name"]
+                if isinstance(key, bool) or not isinstance(key, int | str):
+                    raise TypeError(f"id {key!r} is not an int or a str")
+                size = (_json_size(info["height"]), _json_size(info["width"]))
             except (KeyError, TypeError, ValueError) as exc:
                 self.tracker.report(
                     BadSampleError(self.ann_file, f"image entry {info!r} is malformed ({exc!r})")
                 )
+                continue
+            problem = safe_file_name(name)  # an absolute name or ".." would leave image_dir
+            if problem is not None:
+                self.tracker.report(BadSampleError(self.ann_file, f"image {key!r}: {problem}"))
                 continue
             if key in entries:
                 self.tracker.report(BadSampleError(self.ann_file, f"image id {key!r} is repeated"))
@@ -288,7 +336,8 @@ class CIHPDataset(ParsingDataset):
             entries[key] = (Path(name).stem, self.image_dir / name, size)
             order.append(key)
 
-        persons: dict[Any, list[tuple[Any, Path]]] = defaultdict(list)
+        persons: dict[Any, list[tuple[int, Path]]] = defaultdict(list)
+        broken: dict[Any, BadSampleError] = {}
         for annotation in annotations:
             if not isinstance(annotation, dict):
                 self.tracker.report(
@@ -297,31 +346,38 @@ class CIHPDataset(ParsingDataset):
                 continue
             if annotation.get("iscrowd", 0):
                 continue  # a crowd region is not a person of the parsing GT (may have no PNG)
-            key, name = annotation.get("image_id"), annotation.get("parsing")
-            if not isinstance(name, str) or not name:
+            key, ann_id, name = (annotation.get(k) for k in ("image_id", "id", "parsing"))
+            if not isinstance(key, int | str) or isinstance(key, bool) or key not in entries:
                 self.tracker.report(
                     BadSampleError(
                         self.ann_file,
-                        f"annotation {annotation.get('id')!r} has no parsing PNG name "
-                        f"(parsing={name!r})",
+                        f"annotation {ann_id!r} refers to image_id {key!r}, which is not in "
+                        "'images'",
                     )
                 )
                 continue
-            if key not in entries:
-                self.tracker.report(
+            # The persons of an image come in annotation-id order: an id is needed to place one.
+            problem = (
+                f"has no integer id (id={ann_id!r})"
+                if isinstance(ann_id, bool) or not isinstance(ann_id, int)
+                else (safe_file_name(name) or "").replace("file_name", "parsing", 1) or None
+            )
+            if problem is not None:
+                broken.setdefault(
+                    key,
                     BadSampleError(
-                        self.ann_file,
-                        f"annotation {annotation.get('id')!r} refers to image_id {key!r}, "
-                        "which is not in 'images'",
-                    )
+                        self.ann_file, f"annotation {ann_id!r} of image {key!r}: {problem}"
+                    ),
                 )
                 continue
-            persons[key].append((annotation.get("id", 0), self.parsing_dir / name))
+            persons[key].append((ann_id, self.parsing_dir / name))
 
         if limit is not None:
             order = order[:limit]
         for key in order:
             image_id, image_path, size = entries[key]
+            if key in broken:
+                self.broken[len(self.samples)] = broken[key]
             ordered = sorted(persons.get(key, []), key=lambda item: item[0])
             self.samples.append((image_id, image_path, [path for _, path in ordered], size))
 
@@ -345,24 +401,16 @@ class CIHPDataset(ParsingDataset):
                 sizes[index] = json_size
                 continue
             try:
-                with Image.open(image_path) as image:  # PIL reads the header only
-                    sizes[index] = image.height, image.width
-            except (OSError, SyntaxError, ValueError):
+                sizes[index] = read_image_size(image_path, self.max_image_pixels)
+            except BadSampleError:
                 pass
         return sizes
 
     def _read_label(self, path: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarray:
-        """One label PNG, checked against the image size."""
-        if not path.is_file():
+        """One label PNG, its size checked against the image's on the header."""
+        if not path.exists():
             raise BadSampleError(path, f"label file of image {image_path.name} is missing")
-        label = read_index_png(path)
-        if label.shape != shape:
-            raise BadSampleError(
-                path,
-                f"label size {label.shape[1]}x{label.shape[0]} (WxH) differs from image "
-                f"{image_path.name} size {shape[1]}x{shape[0]}",
-            )
-        return label
+        return read_index_png(path, shape, self.max_image_pixels, f"image {image_path.name}")
 
     def _check_classes(self, label: np.ndarray, path: Path) -> None:
         top = int(label.max(initial=0))
@@ -373,14 +421,17 @@ class CIHPDataset(ParsingDataset):
         """Read and validate one raw sample (no transforms).
 
         Raises:
-            BadSampleError: corrupt or missing image or label file, RGB label file, label size
-                different from the image (or the image from the json), class id above
-                ``num_classes - 1``.
+            BadSampleError: corrupt, missing or non-regular image or label file, a file over
+                ``max_image_pixels``, an RGB label file, a label size different from the image
+                (or the image from the json), a class id above ``num_classes - 1``, a bad
+                annotation of the image (coco).
         """
+        if index in self.broken:
+            raise self.broken[index]
         image_id, image_path, label_paths, json_size = self.samples[index]
-        if not image_path.is_file():
+        if not image_path.exists():
             raise BadSampleError(image_path, f"image of {image_id!r} is missing")
-        image = read_image(image_path)
+        image = read_image(image_path, self.max_image_pixels)  # refuses a FIFO, a bomb ...
         shape = image.shape[:2]
         if json_size is not None and json_size != shape:
             raise BadSampleError(
