@@ -462,3 +462,16 @@ def test_synthetic_cihp_cli(tmp_path, capsys):
     ids = [a["id"] for a in content["annotations"]]
     assert ids == list(range(1, len(ids) + 1)) and ids
     assert len(CIHPDataset(tmp_path, "val", "coco")[0]["parsing"]) == len(ids)
+
+
+def test_synthetic_cihp_generation_replaces_the_tree_atomically(tmp_path):
+    from smp_parsing.data.synthetic_cihp import SyntheticCIHPGenerator
+
+    root = tmp_path / "CIHP"
+    generator = SyntheticCIHPGenerator(layout="coco", size=64, max_persons=3)
+    generator.generate(root, num_train=3, num_val=1)
+    generator.generate(root, num_train=1, num_val=1)
+    assert sorted(p.name for p in (root / "train_img").iterdir()) == ["0000001.jpg"]
+    assert all(p.name.startswith("0000001_") for p in (root / "train_parsing").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CIHP"]  # no partial tree left
+    assert len(CIHPDataset(root, layout="coco")) == 1

@@ -781,7 +781,8 @@ def _move_into_place(partial: Path, root: Path) -> None:
     # extra files in, with list/ gone while the splits are swapped so that no reader ever sees
     # a list next to a split that is not its own.
     entries = sorted(p.name for p in partial.iterdir())
-    order = [n for n in entries if n in SPLIT_CODES] + ["list"]
+    # (a tree without list/, e.g. synthetic_cihp's layouts, just has its entries swapped in)
+    order = [n for n in entries if n in SPLIT_CODES] + [n for n in ("list",) if n in entries]
     order += [n for n in entries if n not in order]
     shutil.rmtree(root / "list", ignore_errors=True)
     for name in order:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -136,25 +137,15 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
         entry = {"id": int(image_id), "file_name": name, "height": height, "width": width}
         return entry, annotations
 
-    def generate(
-        self, root: str | Path, num_train: int, num_val: int, seed: int = 0, workers: int = 1
-    ) -> Path:
-        """Write a complete synthetic CIHP tree in ``self.layout``.
+    def _write_tree(
+        self, root: Path, num_train: int, num_val: int, seed: int, workers: int
+    ) -> None:
+        """Write both splits in ``self.layout`` under ``root``.
 
-        The id list (official) or the json (coco) of a split is written last: its presence marks
-        a complete split.
-
-        Args:
-            root: Output folder (created; existing files with the same names are overwritten).
-            num_train: Number of train images.
-            num_val: Number of val images.
-            seed: Data set seed.
-            workers: Processes used to render (1 = in this process).
-
-        Returns:
-            The root path.
+        :meth:`generate` (inherited) calls it on a hidden sibling folder and renames the
+        finished tree into place, so an interrupted generation leaves no half-written tree. The
+        id list (official) or the json (coco) of a split is written after its files.
         """
-        root = Path(root)
         for split, count in (("train", num_train), ("val", num_val)):
             if self.layout == "official":
                 folder = root / OFFICIAL_SPLIT_DIRS[split]
@@ -165,8 +156,6 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
                 sub.mkdir(parents=True, exist_ok=True)
             jobs = [(root, seed, split, i) for i in range(count)]
             if workers > 1 and count > 1:
-                from multiprocessing import get_context
-
                 with get_context("spawn").Pool(workers) as pool:
                     results = pool.starmap(self.write_sample, jobs, chunksize=16)
             else:
@@ -183,7 +172,6 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
                 "categories": [{"id": 1, "name": "person", "supercategory": "person"}],
             }
             (root / "annotations" / f"CIHP_{split}.json").write_text(json.dumps(content))
-        return root
 
 
 def main(argv: Sequence[str] | None = None) -> None:
