@@ -26,10 +26,11 @@ def test_sync_counter_sees_every_kind():
         t[t > 2]
         t[t > 3] = 0
         t.nonzero(), torch.where(t > 1), torch.bincount(t.long()), t.unique()
+        torch.nn.functional.one_hot(t.long(), 5)  # its range check
         t.tolist(), t.numpy()
         torch.tensor([1, 2]), t.new_tensor([3.0])
         t[1:3], t[t.argmax()], t * 2, torch.where(t > 1, t, 0.0)  # none of these
-    assert syncs.counts == {"item": 5, "bool_index": 2, "nonzero": 4, "host": 2, "constant": 2}
+    assert syncs.counts == {"item": 6, "bool_index": 2, "nonzero": 4, "host": 2, "constant": 2}
 
 
 def test_training_step_and_decode_syncs_stay_bounded():

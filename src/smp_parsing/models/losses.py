@@ -82,9 +82,10 @@ def part_category_loss(
     num_part_classes = cate_logits[0].shape[1]
     logits = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, num_part_classes) for c in cate_logits])
     flat_labels = torch.cat([lab.reshape(-1) for lab in labels])
-    # One-hot over background + C_P, background column dropped: a background cell is
-    # all-negative.
-    targets = F.one_hot(flat_labels, num_part_classes + 1)[:, 1:]
+    # One-hot over the C_P part classes (label 0 = background: an all-negative row), by a
+    # comparison: F.one_hot reads the labels' range on the host (two syncs per step).
+    classes = torch.arange(1, num_part_classes + 1, device=flat_labels.device)
+    targets = flat_labels[:, None] == classes
     num_pos = (flat_labels > 0).sum()
     return focal_loss(logits, targets, num_pos, alpha=alpha, gamma=gamma)
 

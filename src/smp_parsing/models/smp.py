@@ -315,7 +315,8 @@ class SMP(nn.Module):
         with autocast_off():  # the loss terms in fp32
             logits = logits.float()
             labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
-            onehot = F.one_hot(labels, self.num_parts).to(logits.dtype)
+            classes = torch.arange(self.num_parts, device=labels.device)
+            onehot = (labels[:, None] == classes).to(logits.dtype)  # F.one_hot syncs
             cls = sigmoid_focal_loss(
                 logits, onehot, alpha=cfg["focal_alpha"], gamma=cfg["focal_gamma"],
                 reduction="sum",

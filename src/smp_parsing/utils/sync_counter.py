@@ -5,7 +5,8 @@ the CPU nothing syncs, so the CPU tests and benchmarks count the *calls that wou
 an accelerator instead, with a :class:`~torch.overrides.TorchFunctionMode`:
 
 - ``item``: a tensor read as a Python number (``.item()``, ``int(t)``, ``float(t)``,
-  ``bool(t)``, a tensor used as a Python index or as an ``if`` condition);
+  ``bool(t)``, a tensor used as a Python index or as an ``if`` condition, ``F.one_hot``'s
+  range check);
 - ``host``: a tensor copied to the host (``.tolist()``, ``.cpu()``, ``.numpy()``,
   ``.to("cpu")``);
 - ``nonzero``: an output size known only from the data (``nonzero``, ``torch.where(cond)``,
@@ -35,6 +36,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 _ITEM = {
+    torch.nn.functional.one_hot,  # checks the labels' range on the host
     Tensor.item,
     Tensor.__int__,
     Tensor.__float__,
