@@ -9,7 +9,7 @@ from benchmarks.bench_syncs import count_syncs
 
 from smp_parsing.utils.sync_counter import SyncCounter
 
-# Measured by benchmarks/bench_syncs.py (before the issue-13 pass: 49 per step, 44 / 51 per
+# Measured by benchmarks/bench_syncs.py (before the issue-13 pass: 50 per step, 44 / 51 per
 # decode). Training step: the foreground pixels, the kept persons, the part instances, the
 # positive cells (4 nonzero), the packed positives' K_max (1) and the CPU-only class-range
 # check (2; asynchronous on a GPU). Decode: one compaction per stage plus two window sizes.
