@@ -1,63 +1,18 @@
-"""Class names and left/right flip pairs of the supported data sets.
+"""The label space of a data set (class names, left/right flip pairs) and its mirror table.
 
-This is the single place where label spaces are defined: the readers, the
-transforms (flip class swap), the visualiser and the configs all read from here.
-Ids follow the on-disk annotations: 0 is background, parts are 1..C-1.
+Each data set defines its label space next to its reader and registers it in
+:mod:`smp_parsing.data.registry`; :func:`get_dataset_meta` reads it from there for the
+transforms (flip class swap), the visualiser and the checkpoint metadata. Ids follow the on-disk
+annotations: 0 is background, parts are 1..C-1.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-MHP_V2_CLASSES: tuple[str, ...] = (
-    "background",
-    "cap/hat", "helmet", "face", "hair",
-    "left-arm", "right-arm", "left-hand", "right-hand",
-    "protector", "bikini/bra", "jacket/windbreaker/hoodie", "t-shirt",
-    "polo-shirt", "sweater", "singlet", "torso-skin",
-    "pants", "shorts/swim-shorts", "skirt", "stockings",
-    "socks", "left-boot", "right-boot", "left-shoe",
-    "right-shoe", "left-highheel", "right-highheel", "left-sandal",
-    "right-sandal", "left-leg", "right-leg", "left-foot",
-    "right-foot", "coat", "dress", "robe",
-    "jumpsuit", "other-full-body-clothes", "headwear", "backpack",
-    "ball", "bats", "belt", "bottle",
-    "carrybag", "cases", "sunglasses", "eyewear",
-    "glove", "scarf", "umbrella", "wallet/purse",
-    "watch", "wristband", "tie", "other-accessary",
-    "other-upper-body-clothes", "other-lower-body-clothes",
-)  # fmt: skip
-
-MHP_V2_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
-    (5, 6), (7, 8), (22, 23), (24, 25), (26, 27), (28, 29), (30, 31), (32, 33),
-)  # fmt: skip
-
-DENSEPOSE_CLASSES: tuple[str, ...] = (
-    "background",
-    "torso", "right-hand", "left-hand", "left-foot", "right-foot",
-    "upper-leg-right", "upper-leg-left", "lower-leg-right", "lower-leg-left",
-    "upper-arm-left", "upper-arm-right", "lower-arm-left", "lower-arm-right",
-    "head",
-)  # fmt: skip
-
-DENSEPOSE_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
-    (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13),
-)  # fmt: skip
-
-# CIHP (Crowd Instance-level Human Parsing; the LIP label space): the ids of its Category_ids PNGs.
-# Left/right are the person's own sides, as in MHP v2.
-CIHP_CLASSES: tuple[str, ...] = (
-    "Background",
-    "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes",
-    "Dress", "Coat", "Socks", "Pants", "Torso-skin",
-    "Scarf", "Skirt", "Face", "Left-arm", "Right-arm",
-    "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
-)  # fmt: skip
-
-CIHP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
 
 
 def mirror_lut(flip_pairs: Sequence[Sequence[int]], num_classes: int = 256) -> np.ndarray:
@@ -101,25 +56,34 @@ class DatasetMeta:
         return mirror_lut(self.flip_pairs, self.num_classes)
 
 
-MHP_V2 = DatasetMeta("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)
-DENSEPOSE = DatasetMeta("densepose", DENSEPOSE_CLASSES, DENSEPOSE_FLIP_PAIRS)
-CIHP = DatasetMeta("cihp", CIHP_CLASSES, CIHP_FLIP_PAIRS)
-
-DATASETS: dict[str, DatasetMeta] = {
-    "mhp": MHP_V2,
-    "synthetic": MHP_V2,
-    "densepose": DENSEPOSE,
-    "cihp": CIHP,
+# Names this module defined before the label spaces moved next to their readers (issue 15), and
+# where they live now; resolved on first use so that importing this module imports no reader.
+_MOVED: dict[str, tuple[str, str]] = {
+    "MHP_V2_CLASSES": ("smp_parsing.data.mhp", "MHP_V2_CLASSES"),
+    "MHP_V2_FLIP_PAIRS": ("smp_parsing.data.mhp", "MHP_V2_FLIP_PAIRS"),
+    "DENSEPOSE_CLASSES": ("smp_parsing.data.densepose", "DENSEPOSE_CLASSES"),
+    "DENSEPOSE_FLIP_PAIRS": ("smp_parsing.data.densepose", "DENSEPOSE_FLIP_PAIRS"),
+    "CIHP_CLASSES": ("smp_parsing.data.cihp", "CIHP_CLASSES"),
+    "CIHP_FLIP_PAIRS": ("smp_parsing.data.cihp", "CIHP_FLIP_PAIRS"),
 }
+_MOVED_META = {"MHP_V2": "mhp", "DENSEPOSE": "densepose", "CIHP": "cihp"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        module, attribute = _MOVED[name]
+        return getattr(importlib.import_module(module), attribute)
+    if name in _MOVED_META:
+        return get_dataset_meta(_MOVED_META[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_dataset_meta(name: str) -> DatasetMeta:
-    """Return the label space of a data set by config name.
+    """Return the label space of a data set by config name (from :mod:`smp_parsing.data.registry`).
 
     Raises:
         KeyError: with the known names, when ``name`` is unknown.
     """
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown data set {name!r}; known: {sorted(DATASETS)}") from None
+    from smp_parsing.data.registry import get_dataset_spec  # the registry imports this module
+
+    return get_dataset_spec(name).meta

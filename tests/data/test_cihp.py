@@ -294,8 +294,8 @@ def test_coco_bad_inputs(coco, caplog):
 
 @pytest.mark.parametrize("layout", ["official", "coco"])
 def test_synthetic_generator_writes_both_layouts_the_reader_reads(layout, tmp_path):
+    from smp_parsing.data.mhp import MHP_V2_CLASSES
     from smp_parsing.data.synthetic_cihp import MHP_TO_CIHP, SyntheticCIHPGenerator
-    from smp_parsing.metadata import MHP_V2_CLASSES
 
     generator = SyntheticCIHPGenerator(layout=layout, size=64, max_persons=3)
     generator.generate(tmp_path, num_train=2, num_val=1, seed=3)

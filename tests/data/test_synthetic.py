@@ -8,9 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from smp_parsing.data.mhp import MHPv2Dataset
+from smp_parsing.data.mhp import MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS, MHPv2Dataset
 from smp_parsing.data.synthetic import SyntheticMHPGenerator, is_generated
-from smp_parsing.metadata import MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS
 
 SIDED = {"arm": (6, 5), "hand": (8, 7), "leg": (31, 30), "shoe": (25, 24)}  # (right, left) ids
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from smp_parsing.data.mhp import MHP_V2_FLIP_PAIRS
 from smp_parsing.data.transforms import (
     PAPER_MEAN,
     PAPER_STD,
@@ -18,7 +19,7 @@ from smp_parsing.data.transforms import (
     paper_normalize,
     resize_maps,
 )
-from smp_parsing.metadata import MHP_V2_FLIP_PAIRS, get_dataset_meta
+from smp_parsing.metadata import get_dataset_meta
 
 
 def loop_hflip(parsing: np.ndarray, pairs) -> np.ndarray:

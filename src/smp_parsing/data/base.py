@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -22,6 +23,18 @@ class ParsingDataset(Dataset, ABC):
 
     transforms: Callable[[dict[str, Any]], dict[str, Any]] | None
     tracker: BadSampleTracker
+    # The layout the reader expects on disk, shown with the missing paths (see the registry).
+    layout_help: ClassVar[str] = ""
+
+    @classmethod
+    def required_paths(cls, split: str, **keywords: Any) -> list[Path]:
+        """What ``split`` needs on disk before any file is read, for a reader built with
+        ``keywords`` (the config's arguments): the data module checks that they exist before it
+        builds the reader (:meth:`smp_parsing.data.registry.DatasetSpec.missing`).
+
+        This default needs nothing; readers list their id list / annotation file and folders.
+        """
+        return []
 
     @abstractmethod
     def load_sample(self, index: int) -> dict[str, Any]:

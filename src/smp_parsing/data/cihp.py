@@ -51,9 +51,21 @@ from smp_parsing.data.image_files import (
     read_image_size,
 )
 from smp_parsing.data.mhp import IMAGE_SUFFIXES, read_image
-from smp_parsing.metadata import CIHP
+from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)
+
+# The LIP label space: the ids of CIHP's Category_ids PNGs. Left/right are the person's own sides,
+# as in MHP v2.
+CIHP_CLASSES: tuple[str, ...] = (
+    "Background",
+    "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes",
+    "Dress", "Coat", "Socks", "Pants", "Torso-skin",
+    "Scarf", "Skirt", "Face", "Left-arm", "Right-arm",
+    "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
+)  # fmt: skip
+
+CIHP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
 
 CIHPLayout = Literal["official", "coco"]
 LAYOUTS: tuple[str, ...] = ("official", "coco")
@@ -142,6 +154,7 @@ def person_maps(category: np.ndarray, human: np.ndarray) -> np.ndarray:
     return np.where(human[None] == ids[:, None, None], category[None], 0).astype(np.uint8)
 
 
+@register_dataset("cihp", CIHP_CLASSES, CIHP_FLIP_PAIRS)
 class CIHPDataset(ParsingDataset):
     """CIHP multi-human parsing, one item per image, from the official or the COCO-style layout.
 
@@ -175,6 +188,7 @@ class CIHPDataset(ParsingDataset):
     """
 
     dataset_name = "cihp"
+    layout_help = CIHP_LAYOUT_HELP
 
     def __init__(
         self,
@@ -184,7 +198,7 @@ class CIHPDataset(ParsingDataset):
         transforms: Any = None,
         on_bad_sample: str = "error",
         limit: int | None = None,
-        num_classes: int = CIHP.num_classes,
+        num_classes: int = len(CIHP_CLASSES),
         ann_file: str | Path | None = None,
         image_dir: str | Path | None = None,
         parsing_dir: str | Path | None = None,
@@ -212,17 +226,18 @@ class CIHPDataset(ParsingDataset):
             self._index_coco(limit, ann_file, image_dir, parsing_dir)
 
     @classmethod
-    def required_paths(
+    def required_paths(  # type: ignore[override]
         cls,
-        root: str | Path,
         split: str = "train",
+        root: str | Path = ".",
         layout: str = "official",
         ann_file: str | Path | None = None,
         image_dir: str | Path | None = None,
         parsing_dir: str | Path | None = None,
         **_: Any,
     ) -> list[Path]:
-        """What a split needs on disk before any file is read (the data module checks them).
+        """What a split needs on disk before any file is read (see
+        :meth:`ParsingDataset.required_paths`).
 
         Official: the id list and the images folder; coco: the json and the images folder.
         """

@@ -1,18 +1,16 @@
-"""LightningDataModule for MHP v2, DensePose-COCO and the synthetic MHP set, built from config.
+"""LightningDataModule of any registered data set (:mod:`smp_parsing.data.registry`), from config.
 
 Everything comes from ``conf/data/<name>.yaml`` through Hydra ``instantiate``: the data set
 constructors arrive as partials (``_partial_: true``) that receive the transforms here, the
-transforms are :class:`smp_parsing.data.transforms.ParsingTransforms` objects, and for
-``synthetic`` a :class:`smp_parsing.data.synthetic.SyntheticMHPGenerator` writes the data on first
-use (``prepare_data`` runs on one process per node).
+transforms are :class:`smp_parsing.data.transforms.ParsingTransforms` objects, and an optional
+``prepare`` hook writes the data on first use (``prepare_data`` runs on one process per node; the
+synthetic sets' hook is :class:`smp_parsing.data.synthetic_tool.GeneratedTree`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,34 +19,27 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from smp_parsing.data.cihp import CIHP_LAYOUT_HELP, CIHPDataset
 from smp_parsing.data.collate import collate_parsing
-from smp_parsing.data.densepose import DENSEPOSE_LAYOUT_HELP
-from smp_parsing.data.errors import DataRootError
 from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS
-from smp_parsing.data.mhp import MHP_LAYOUT_HELP, split_directory
+from smp_parsing.data.registry import DatasetSpec, get_dataset_spec
 from smp_parsing.data.sampler import (
     AspectGroupedBatchSampler,
     KeyBatchDataset,
     LazyDataLoader,
     ShardSampler,
 )
-from smp_parsing.data.synthetic import SyntheticMHPGenerator, is_generated
-from smp_parsing.metadata import DatasetMeta, get_dataset_meta
+from smp_parsing.metadata import DatasetMeta
 
 log = logging.getLogger(__name__)
-
-SYNTHETIC_STAMP = (
-    "synthetic.json"  # what generated a synthetic tree; a different recipe regenerates
-)
 
 
 class ParsingDataModule(pl.LightningDataModule):
     """Data sets, transforms and loaders of one multi-human parsing data set.
 
     Args:
-        dataset_name: ``mhp``, ``densepose`` or ``synthetic`` (label space and flip pairs).
-        num_classes: Classes including background (59 or 15); checked against the metadata.
+        dataset_name: A registered data set (``mhp``, ``densepose``, ``cihp``, ``synthetic``):
+            its label space, flip pairs and root check (:mod:`smp_parsing.data.registry`).
+        num_classes: Classes including background; checked against the registered label space.
         data_dir: Root of the data (MHP tree, DensePose folder or where the synthetic set goes).
         train_dataset: Partial building the train data set, called with ``transforms=`` (and
             ``limit=`` when ``limit_train`` is set).
@@ -67,11 +58,9 @@ class ParsingDataModule(pl.LightningDataModule):
         limit_train: Use only the first K train images (``None`` = all).
         limit_val: Use only the first K validation images (fast CPU validation).
         limit_test: Use only the first K test images.
-        generator: Synthetic only: the generator that writes ``data_dir`` when it is missing.
-        num_train: Synthetic only: train images to generate.
-        num_val: Synthetic only: val images to generate.
-        seed: Synthetic only: generator seed.
-        generate_workers: Synthetic only: processes used to generate.
+        prepare: Called with ``data_dir`` by :meth:`prepare_data` before the files are checked,
+            e.g. to write a generated data set on first use
+            (:class:`~smp_parsing.data.synthetic_tool.GeneratedTree`); ``None``: the data is there.
         on_bad_sample: The data sets' bad-sample policy (the config interpolates it into the data
             set partials; kept here so that it is logged with the hyper-parameters).
         max_image_pixels: Largest image/label ``width * height`` the readers decode (checked on
@@ -97,22 +86,17 @@ class ParsingDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         limit_val: int | None = None,
         limit_test: int | None = None,
-        generator: SyntheticMHPGenerator | None = None,
-        num_train: int = 1000,
-        num_val: int = 200,
-        seed: int = 0,
-        generate_workers: int = 1,
+        prepare: Callable[[Path], None] | None = None,
         on_bad_sample: str = "error",
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
-        self.meta: DatasetMeta = get_dataset_meta(dataset_name)
+        self.spec: DatasetSpec = get_dataset_spec(dataset_name)
+        self.meta: DatasetMeta = self.spec.meta
         if num_classes != self.meta.num_classes:
             raise ValueError(
                 f"data.num_classes={num_classes} but {dataset_name!r} has {self.meta.num_classes} classes"
             )
-        if dataset_name == "synthetic" and generator is None:
-            raise ValueError("data set 'synthetic' needs a generator (conf/data/synthetic.yaml)")
         self.dataset_name = dataset_name
         self.num_classes = num_classes
         self.data_dir = Path(data_dir)
@@ -130,90 +114,43 @@ class ParsingDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.generator = generator
-        self.generation = {"num_train": num_train, "num_val": num_val, "seed": seed}
-        self.generate_workers = generate_workers
+        self.prepare_hook = prepare
         self.on_bad_sample = on_bad_sample
         self.max_image_pixels = max_image_pixels
         self.datasets: dict[str, Dataset] = {}
 
     # ------------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
-        """Generate the synthetic set when missing or stale; check the root of a real data set.
+        """Run the ``prepare`` hook (e.g. generate a synthetic set), then check the files.
 
         Raises:
-            DataRootError: a real data set's files are missing; the message gives the expected
-                layout and how to use the synthetic set instead.
+            DataRootError: a split's files are missing; the message gives the layout the
+                data set's reader expects and how to use the synthetic set instead.
         """
-        if self.dataset_name == "synthetic":
-            self._generate_synthetic()
-            return
+        if self.prepare_hook is not None:
+            self.prepare_hook(self.data_dir)
         for split, factory in self.dataset_factories.items():
             if factory is not None:
                 self._check_files(split, factory)
-
-    def _synthetic_recipe(self) -> dict[str, Any]:
-        assert self.generator is not None
-        return {"generator": dict(vars(self.generator)), **self.generation}
-
-    def _generate_synthetic(self) -> None:
-        stamp = self.data_dir / SYNTHETIC_STAMP
-        recipe = json.loads(json.dumps(self._synthetic_recipe()))  # tuples -> lists, as on disk
-        if (
-            is_generated(self.data_dir)
-            and stamp.is_file()
-            and json.loads(stamp.read_text()) == recipe
-        ):
-            log.info("synthetic data set found in %s", self.data_dir)
-            return
-        if stamp.is_file():
-            # Our own earlier output with another recipe: stale person files would mix in, so clear it.
-            log.info("synthetic recipe changed, regenerating %s", self.data_dir)
-            for sub in ("list", "train", "val"):
-                shutil.rmtree(self.data_dir / sub, ignore_errors=True)
-        elif self.data_dir.exists() and any(self.data_dir.iterdir()):
-            raise DataRootError(
-                f"{self.data_dir} is not empty and was not written by the synthetic generator "
-                f"(no {SYNTHETIC_STAMP}); refusing to write into it. Point data.data_dir elsewhere."
-            )
-        log.info("generating the synthetic MHP v2 set in %s (%s)", self.data_dir, self.generation)
-        assert self.generator is not None
-        # The stamp goes in with the tree (one rename): an interrupted generation leaves no folder
-        # that the next run would refuse, it simply generates again.
-        self.generator.generate(
-            self.data_dir,
-            workers=self.generate_workers,
-            extra_files={SYNTHETIC_STAMP: json.dumps(recipe, indent=1)},
-            **self.generation,
-        )
 
     @staticmethod
     def _keywords(factory: Callable[..., Dataset]) -> dict[str, Any]:
         return dict(getattr(factory, "keywords", {}) or {})
 
     def _check_files(self, split: str, factory: Callable[..., Dataset]) -> None:
-        """Cheap existence checks of what a data set partial points to (no data loaded)."""
-        kwargs = self._keywords(factory)
-        if "layout" in kwargs:  # CIHP, official or coco layout
-            needed = CIHPDataset.required_paths(**{"split": split, **kwargs})
-            help_text = CIHP_LAYOUT_HELP
-        elif "root" in kwargs:
-            root, list_name = Path(kwargs["root"]), kwargs.get("split", split)
-            needed = [
-                root / "list" / f"{list_name}.txt",
-                split_directory(root, list_name) / "images",
-            ]
-            help_text = MHP_LAYOUT_HELP
-        elif "ann_file" in kwargs:
-            needed = [Path(kwargs["ann_file"]), Path(kwargs["image_root"])]
-            help_text = DENSEPOSE_LAYOUT_HELP
-        else:
+        """Ask the registered reader whether a split's files exist (cheap, no data loaded).
+
+        Only a partial of the data set's own reader is checked: its keywords are that reader's
+        arguments (another factory may take anything).
+
+        Raises:
+            DataRootError: naming the missing paths and the layout the reader expects.
+        """
+        reader = getattr(factory, "func", None)
+        if not (isinstance(reader, type) and isinstance(self.spec.reader, type)):
             return
-        missing = [str(p) for p in needed if not p.exists()]
-        if missing:
-            raise DataRootError(
-                f"{self.dataset_name} {split} data not found: missing {', '.join(missing)}\n{help_text}"
-            )
+        if issubclass(reader, self.spec.reader):
+            self.spec.check_root(split, **self._keywords(factory))
 
     # ------------------------------------------------------------------ data sets
     def _build(self, split: str) -> Dataset:

@@ -24,8 +24,21 @@ from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS
 from smp_parsing.data.mhp import read_image
+from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)
+
+DENSEPOSE_CLASSES: tuple[str, ...] = (
+    "background",
+    "torso", "right-hand", "left-hand", "left-foot", "right-foot",
+    "upper-leg-right", "upper-leg-left", "lower-leg-right", "lower-leg-left",
+    "upper-arm-left", "upper-arm-right", "lower-arm-left", "lower-arm-right",
+    "head",
+)  # fmt: skip
+
+DENSEPOSE_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13),
+)  # fmt: skip
 
 DP_FRAME = 256  # side of the frame the dp_masks RLEs are drawn on
 NUM_DP_PARTS = 14
@@ -123,6 +136,7 @@ def paste_person_map(label: np.ndarray, bbox: list[float], height: int, width: i
     return person
 
 
+@register_dataset("densepose", DENSEPOSE_CLASSES, DENSEPOSE_FLIP_PAIRS)
 class DensePoseParsingDataset(ParsingDataset):
     """DensePose-COCO persons as 15-class parsing maps, one item per image.
 
@@ -145,6 +159,7 @@ class DensePoseParsingDataset(ParsingDataset):
     """
 
     dataset_name = "densepose"
+    layout_help = DENSEPOSE_LAYOUT_HELP
 
     def __init__(
         self,
@@ -180,6 +195,13 @@ class DensePoseParsingDataset(ParsingDataset):
         if limit is not None:
             image_ids = image_ids[:limit]
         self.coco_ids: list[int] = image_ids
+
+    @classmethod
+    def required_paths(
+        cls, split: str, ann_file: str | Path = "", image_root: str | Path = "", **_: Any
+    ) -> list[Path]:
+        """The json and the image folder (see :meth:`ParsingDataset.required_paths`)."""
+        return [Path(ann_file), Path(image_root)]
 
     def _person_annotations(self, coco_id: int) -> list[dict[str, Any]]:
         """GT persons of an image: with ``dp_masks``, not crowd, box at least 1 x 1 px.

@@ -33,9 +33,32 @@ from smp_parsing.data.image_files import (
     open_regular,
     read_image_size,
 )
-from smp_parsing.metadata import MHP_V2
+from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)
+
+MHP_V2_CLASSES: tuple[str, ...] = (
+    "background",
+    "cap/hat", "helmet", "face", "hair",
+    "left-arm", "right-arm", "left-hand", "right-hand",
+    "protector", "bikini/bra", "jacket/windbreaker/hoodie", "t-shirt",
+    "polo-shirt", "sweater", "singlet", "torso-skin",
+    "pants", "shorts/swim-shorts", "skirt", "stockings",
+    "socks", "left-boot", "right-boot", "left-shoe",
+    "right-shoe", "left-highheel", "right-highheel", "left-sandal",
+    "right-sandal", "left-leg", "right-leg", "left-foot",
+    "right-foot", "coat", "dress", "robe",
+    "jumpsuit", "other-full-body-clothes", "headwear", "backpack",
+    "ball", "bats", "belt", "bottle",
+    "carrybag", "cases", "sunglasses", "eyewear",
+    "glove", "scarf", "umbrella", "wallet/purse",
+    "watch", "wristband", "tie", "other-accessary",
+    "other-upper-body-clothes", "other-lower-body-clothes",
+)  # fmt: skip
+
+MHP_V2_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
+    (5, 6), (7, 8), (22, 23), (24, 25), (26, 27), (28, 29), (30, 31), (32, 33),
+)  # fmt: skip
 
 ANNOTATION_NAME = re.compile(r"^(?P<image_id>.+)_(?P<num_persons>\d+)_(?P<person_index>\d+)\.png$")
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
@@ -149,6 +172,7 @@ def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
     return keypoints
 
 
+@register_dataset("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)
 class MHPv2Dataset(ParsingDataset):
     """MHP v2.0 multi-human parsing, one item per image.
 
@@ -175,6 +199,7 @@ class MHPv2Dataset(ParsingDataset):
     """
 
     dataset_name = "mhp"
+    layout_help = MHP_LAYOUT_HELP
 
     def __init__(
         self,
@@ -184,7 +209,7 @@ class MHPv2Dataset(ParsingDataset):
         on_bad_sample: str = "error",
         load_pose: bool = True,
         limit: int | None = None,
-        num_classes: int = MHP_V2.num_classes,
+        num_classes: int = len(MHP_V2_CLASSES),
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.root = Path(root)
@@ -231,6 +256,11 @@ class MHPv2Dataset(ParsingDataset):
                 continue
             persons = annotations.get(image_id, [])
             self.samples.append((image_id, images[image_id], persons, poses.get(image_id)))
+
+    @classmethod
+    def required_paths(cls, split: str, root: str | Path = ".", **_: Any) -> list[Path]:
+        """The list file and the images folder of ``split`` (see :meth:`ParsingDataset.required_paths`)."""
+        return [Path(root) / "list" / f"{split}.txt", split_directory(Path(root), split) / "images"]
 
     def _index_images(self) -> dict[str, Path]:
         """Map image id -> image file, from one listing of the images folder."""

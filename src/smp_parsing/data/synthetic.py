@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from smp_parsing.metadata import MHP_V2_CLASSES
+from smp_parsing.data.mhp import MHP_V2_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -669,6 +669,10 @@ class SyntheticMHPGenerator:
             }
             scipy.io.savemat(str(folder / "pose_annos" / f"{image_id}.mat"), content)
         return image_id
+
+    def is_complete(self, root: str | Path) -> bool:
+        """Whether ``root`` holds a finished tree of this generator (see :func:`is_generated`)."""
+        return is_generated(root)
 
     def generate(
         self,

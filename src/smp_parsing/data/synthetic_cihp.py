@@ -27,9 +27,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from smp_parsing.data.cihp import LAYOUTS, OFFICIAL_SPLIT_DIRS
+from smp_parsing.data.cihp import CIHP_CLASSES, LAYOUTS, OFFICIAL_SPLIT_DIRS
+from smp_parsing.data.mhp import MHP_V2_CLASSES
 from smp_parsing.data.synthetic import PNG_FLAGS, VAL_ID_OFFSET, SyntheticMHPGenerator
-from smp_parsing.metadata import CIHP_CLASSES, MHP_V2_CLASSES
 
 # MHP v2 class -> CIHP class (LIP label space). CIHP's arms and legs include the bare hands and
 # feet; bags, belts' buckles and other carried objects are not labelled in CIHP (background).
@@ -136,6 +136,17 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
         height, width = sample["image"].shape[:2]
         entry = {"id": int(image_id), "file_name": name, "height": height, "width": width}
         return entry, annotations
+
+    def is_complete(self, root: str | Path) -> bool:
+        """Whether ``root`` holds a finished tree: both splits' id list (official) or json (coco),
+        which :meth:`_write_tree` writes after the split's files."""
+        root = Path(root)
+        if self.layout == "official":
+            return all(
+                (root / folder / f"{split}_id.txt").is_file()
+                for split, folder in OFFICIAL_SPLIT_DIRS.items()
+            )
+        return all((root / "annotations" / f"CIHP_{s}.json").is_file() for s in ("train", "val"))
 
     def _write_tree(
         self, root: Path, num_train: int, num_val: int, seed: int, workers: int
