@@ -46,11 +46,11 @@ from smp_parsing.data.densepose import safe_file_name
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.image_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    decode,
-    open_image,
+    read_image,
     read_image_size,
+    read_label_png,
 )
-from smp_parsing.data.mhp import IMAGE_SUFFIXES, read_image
+from smp_parsing.data.mhp import IMAGE_SUFFIXES
 from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -82,51 +82,6 @@ CIHP_LAYOUT_HELP = """expected CIHP in one of two layouts (data.train_dataset.la
     <root>/train_img/, val_img/              (images named by the json's file_name)
     <root>/train_parsing/, val_parsing/      (one-channel person PNGs named by `parsing`)
 Without the real data set: `python -m smp_parsing.data.synthetic_cihp --root DIR --layout coco`."""
-
-
-def read_index_png(
-    path: Path,
-    expected_size: tuple[int, int] | None = None,
-    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    reference: str = "the image",
-) -> np.ndarray:
-    """Read a one-channel label PNG and return its stored indices.
-
-    The header is checked first (regular file, pixel count, size), so a hostile file is refused
-    before any pixel is decoded (see :mod:`smp_parsing.data.image_files`).
-
-    Args:
-        path: The PNG.
-        expected_size: ``(H, W)`` the map must have (checked on the header).
-        max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
-        reference: Names what ``expected_size`` comes from, in the error message.
-
-    Returns:
-        ``H x W`` uint8: the values of an ``L`` PNG, the palette **indices** of a ``P`` PNG.
-
-    Raises:
-        BadSampleError: missing, non-regular or undecodable file, over ``max_pixels``, another
-            size than ``expected_size``, an RGB(A) file (colours are not labels), or another mode
-            (16-bit, grey + alpha ...).
-    """
-    with open_image(path, max_pixels, what="label file") as label:
-        if expected_size is not None and (label.height, label.width) != tuple(expected_size):
-            height, width = expected_size
-            raise BadSampleError(
-                path,
-                f"label size {label.width}x{label.height} (WxH) differs from {reference} size "
-                f"{width}x{height}",
-            )
-        if label.mode in ("L", "P"):
-            # PIL keeps a P image as its indices: np.asarray never applies the palette.
-            return np.asarray(decode(path, label, what="label file"))
-        if label.mode in ("RGB", "RGBA"):
-            raise BadSampleError(
-                path,
-                f"label file is {label.mode}; CIHP labels are one-channel index PNGs (8-bit grey "
-                "or palette), colour renderings are not labels",
-            )
-        raise BadSampleError(path, f"label file has unsupported PNG mode {label.mode!r}")
 
 
 def _json_size(value: Any) -> int:
@@ -425,7 +380,10 @@ class CIHPDataset(ParsingDataset):
         """One label PNG, its size checked against the image's on the header."""
         if not path.exists():
             raise BadSampleError(path, f"label file of image {image_path.name} is missing")
-        return read_index_png(path, shape, self.max_image_pixels, f"image {image_path.name}")
+        # One-channel index PNGs only: an RGB(A) file is a colour rendering, not labels.
+        return read_label_png(
+            path, shape, self.max_image_pixels, f"image {image_path.name}", "label file", None
+        )
 
     def _check_classes(self, label: np.ndarray, path: Path) -> None:
         top = int(label.max(initial=0))

@@ -22,8 +22,7 @@ from pycocotools.coco import COCO
 
 from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
-from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS
-from smp_parsing.data.mhp import read_image
+from smp_parsing.data.image_files import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)

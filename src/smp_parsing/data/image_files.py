@@ -1,4 +1,8 @@
-"""Opening image and label files that may be hostile: header checks before any pixel is decoded.
+"""Reading image and label files, which may be hostile: header checks before any pixel is decoded.
+
+Every reader reads its pixels here: :func:`read_image` (RGB images), :func:`read_label_png`
+(one map of class ids: a one-channel PNG, or one channel of an RGB(A) PNG), :func:`read_image_size`
+(the header only).
 
 Data folders come from elsewhere, so a reader must not trust a file to be what its name says:
 
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from smp_parsing.data.errors import BadSampleError
@@ -138,3 +143,76 @@ def read_image_size(
     """
     with open_image(path, max_pixels, what) as image:
         return image.height, image.width
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file as RGB, after checking its header.
+
+    PIL is used rather than OpenCV because it raises on truncated files instead of returning a
+    partly grey image with only a message on stderr.
+
+    Args:
+        path: The image file.
+        max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
+
+    Returns:
+        ``H x W x 3`` uint8 RGB array.
+
+    Raises:
+        BadSampleError: when the file is missing, not a regular file, truncated, not an image
+            or larger than ``max_pixels``.
+    """
+    with open_image(path, max_pixels) as image:
+        return np.asarray(decode(path, image, "RGB"))
+
+
+def read_label_png(
+    path: str | Path,
+    expected_size: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    reference: str = "the image",
+    what: str = "annotation",
+    rgb_channel: int | None = 0,
+) -> np.ndarray:
+    """Read a label PNG and return its class ids, its size checked on the header first.
+
+    Args:
+        path: The PNG.
+        expected_size: ``(H, W)`` the map must have, checked on the header before decoding
+            (a label that claims another size is not decoded at all).
+        max_pixels: Largest ``width * height`` decoded.
+        reference: Names what ``expected_size`` comes from, in the error message.
+        what: Names the file in the error messages (``annotation``, ``label file``).
+        rgb_channel: The channel of an RGB(A) PNG that holds the ids (MHP v2: 0, the R channel;
+            reading it as grey would give ``0.299 R + 0.587 G + 0.114 B``); ``None`` refuses
+            RGB(A) files (CIHP: the colour renderings are not labels).
+
+    Returns:
+        ``H x W`` uint8: the stored values of a grey (``L``) PNG, the palette **indices** of a
+        ``P`` PNG (never the palette colours), or channel ``rgb_channel`` of an RGB(A) PNG.
+
+    Raises:
+        BadSampleError: when the file cannot be decoded, has another size than
+            ``expected_size``, more than ``max_pixels`` pixels, or a mode not accepted
+            (RGB(A) with ``rgb_channel=None``, 16-bit, grey + alpha ...).
+    """
+    with open_image(path, max_pixels, what=what) as label:
+        if expected_size is not None and (label.height, label.width) != tuple(expected_size):
+            height, width = expected_size
+            raise BadSampleError(
+                path,
+                f"{what.removesuffix(' file')} size {label.width}x{label.height} (WxH) differs "
+                f"from {reference} size {width}x{height}",
+            )
+        if label.mode in ("L", "P"):
+            # PIL keeps a P image as its indices: np.asarray never applies the palette.
+            return np.asarray(decode(path, label, what=what))
+        if label.mode in ("RGB", "RGBA"):
+            if rgb_channel is None:
+                raise BadSampleError(
+                    path,
+                    f"{what} is {label.mode}; the labels are one-channel index PNGs (8-bit grey "
+                    "or palette), colour renderings are not labels",
+                )
+            return np.asarray(decode(path, label, what=what).getchannel(rgb_channel))
+        raise BadSampleError(path, f"{what} has unsupported PNG mode {label.mode!r}")

@@ -28,10 +28,10 @@ from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.image_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
-    decode,
-    open_image,
     open_regular,
+    read_image,
     read_image_size,
+    read_label_png,
 )
 from smp_parsing.data.registry import register_dataset
 
@@ -78,65 +78,6 @@ Without the real data set, use the synthetic one: `data=synthetic` (generated on
 def split_directory(root: Path, split: str) -> Path:
     """Folder holding a split's files: ``test_*`` lists point into ``test/``."""
     return root / ("test" if split.startswith("test") else split)
-
-
-def read_image(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode an image file as RGB, after checking its header (see :mod:`.image_files`).
-
-    PIL is used rather than OpenCV because it raises on truncated files instead of returning a
-    partly grey image with only a message on stderr.
-
-    Args:
-        path: The image file.
-        max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
-
-    Returns:
-        ``H x W x 3`` uint8 RGB array.
-
-    Raises:
-        BadSampleError: when the file is missing, not a regular file, truncated, not an image
-            or larger than ``max_pixels``.
-    """
-    with open_image(path, max_pixels) as image:
-        return np.asarray(decode(path, image, "RGB"))
-
-
-def read_label_png(
-    path: Path,
-    expected_size: tuple[int, int] | None = None,
-    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    reference: str = "the image",
-) -> np.ndarray:
-    """Read an MHP person PNG and return its part ids.
-
-    Args:
-        path: The PNG.
-        expected_size: ``(H, W)`` the map must have, checked on the header before decoding
-            (a label that claims another size is not decoded at all).
-        max_pixels: Largest ``width * height`` decoded.
-        reference: Names what ``expected_size`` comes from, in the error message.
-
-    Returns:
-        ``H x W`` uint8 array: the R channel of an RGB(A) PNG; the stored values of a single
-        channel (``L``) or palette (``P``) PNG.
-
-    Raises:
-        BadSampleError: when the file cannot be decoded, has an unsupported mode, another size
-            than ``expected_size`` or more than ``max_pixels`` pixels.
-    """
-    with open_image(path, max_pixels, what="annotation") as label:
-        if expected_size is not None and (label.height, label.width) != tuple(expected_size):
-            height, width = expected_size
-            raise BadSampleError(
-                path,
-                f"annotation size {label.width}x{label.height} (WxH) differs from {reference} "
-                f"size {width}x{height}",
-            )
-        if label.mode in ("RGB", "RGBA"):
-            return np.asarray(decode(path, label, what="annotation").getchannel(0))
-        if label.mode in ("L", "P"):
-            return np.asarray(decode(path, label, what="annotation"))
-        raise BadSampleError(path, f"annotation has unsupported PNG mode {label.mode!r}")
 
 
 def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:

@@ -57,8 +57,8 @@ from rich.table import Table
 
 from smp_parsing.data.cihp import CIHPDataset
 from smp_parsing.data.errors import BadSampleError
-from smp_parsing.data.image_files import open_image
-from smp_parsing.data.mhp import MHPv2Dataset, read_label_png
+from smp_parsing.data.image_files import open_image, read_label_png
+from smp_parsing.data.mhp import MHPv2Dataset
 from smp_parsing.metadata import get_dataset_meta
 from smp_parsing.metrics.functional import DEFAULT_THRESHOLDS
 from smp_parsing.metrics.parsing_metrics import ParsingMetrics

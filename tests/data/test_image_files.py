@@ -1,0 +1,37 @@
+"""The one module that reads image and label pixels: modes, channels, sizes on the header."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smp_parsing.data.errors import BadSampleError
+from smp_parsing.data.image_files import read_image, read_label_png
+
+
+def test_label_modes_and_channels(tmp_path):
+    ids = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    palette = Image.fromarray(ids, "P")
+    palette.putpalette([(255 - i) % 256 for i in range(768)])  # colours that are not the ids
+    palette.save(tmp_path / "p.png")
+    rgb = np.stack([ids, 255 - ids, np.full_like(ids, 7)], axis=-1)
+    Image.fromarray(rgb, "RGB").save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_label_png(tmp_path / "p.png"), ids)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "rgb.png"), ids)  # MHP: R channel
+    np.testing.assert_array_equal(read_label_png(tmp_path / "rgb.png", rgb_channel=1), 255 - ids)
+    with pytest.raises(BadSampleError, match="label file is RGB"):
+        read_label_png(tmp_path / "rgb.png", what="label file", rgb_channel=None)
+    with pytest.raises(BadSampleError, match=r"label size 4x3 \(WxH\) differs from image a\.jpg"):
+        read_label_png(tmp_path / "p.png", (4, 3), reference="image a.jpg", what="label file")
+    Image.fromarray(np.zeros((3, 4), np.uint16) + 300).save(tmp_path / "deep.png")
+    with pytest.raises(BadSampleError, match="annotation has unsupported PNG mode"):
+        read_label_png(tmp_path / "deep.png")
+
+
+def test_read_image_is_rgb(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    image = read_image(tmp_path / "g.png")
+    assert image.shape == (3, 4, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 2], grey)
