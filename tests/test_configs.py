@@ -70,7 +70,7 @@ def test_experiment_composes_with_the_paper_recipe(name: str, tmp_path: Path) ->
         assert cfg.trainer.precision == "32-true"  # no GPU here
         assert trainer["sync_batchnorm"] is True and trainer["benchmark"] is False
         assert cfg.data.batch_size == 4 and cfg.model.batch_size == 4 and cfg.model.scale_lr
-        assert cfg.stage == "main_mir" and cfg.mir_stage.max_epochs == 6
+        assert cfg.stage == "main_mir" and cfg.mir_stage.trainer.max_epochs == 6
     else:
         assert cfg.data.dataset_name == "synthetic"
         assert net.backbone.depth == 18 and net.backbone.pretrained == "none"
@@ -144,7 +144,36 @@ def test_sweep_presets_are_one_multirun(preset: str, axes: set[str], tmp_path) -
     assert set(cfg.hydra.sweeper.params) == axes
     if preset == "table5":  # Table 5 reports the full model: MIR trains after the main stage
         cfg = compose_config("train", ["experiment=synthetic", "sweep=table5"], tmp_path)
-        assert cfg.stage == "main_mir"
+        assert cfg.stage == "main_mir" and cfg.mir_stage.model.net.mir is True
+
+
+def test_stage_and_schedule_groups_are_the_one_source(tmp_path) -> None:
+    # the MIR stage's changes live in one file: stage=mir composes them at the top level (the
+    # saved config is what runs), over the experiment's schedule ...
+    mir = compose_config("train", ["experiment=mhp_r101_dcn", "stage=mir"], tmp_path)
+    assert mir.stage == "mir" and mir.model.stage == "mir" and mir.model.net.mir is True
+    assert mir.trainer.max_epochs == 6 and list(mir.model.scheduler.milestones) == [5]
+    assert mir.model.scheduler.warmup_iters == 100 and mir.model.scheduler.warmup_ratio == 0.02
+    assert "mir_stage" not in mir
+    # ... stage=main_mir keeps them as the node its second stage merges, and nothing else differs
+    main_mir = compose_config("train", ["experiment=mhp_r101_dcn"], tmp_path)
+    assert main_mir.model.stage == "main" and main_mir.model.net.mir is False
+    from smp_parsing.train import stage_config
+
+    merged = OmegaConf.to_container(stage_config(main_mir, "mir", after_main=False))
+    alone = OmegaConf.to_container(mir)
+    for key in ("stage", "hydra"):  # the choice itself, and Hydra's record of the overrides
+        merged.pop(key), alone.pop(key)
+    assert merged == alone
+    # the schedule group sets epochs and milestones; an explicit choice wins over the experiment's
+    assert compose_config("train", ["schedule=3x"], tmp_path).trainer.max_epochs == 36
+    one_x = compose_config("train", ["experiment=mhp_r101_dcn", "schedule=1x"], tmp_path)
+    assert one_x.trainer.max_epochs == 12 and list(one_x.model.scheduler.milestones) == [8, 11]
+    # the backbone and grid are only chosen in the defaults list, not in the net's own file
+    net_file = OmegaConf.load(Path(CONF_DIR) / "model" / "net" / "smp.yaml")
+    assert "backbone" not in net_file and "grid_scale" not in net_file
+    r50 = compose_config("train", ["backbone=r50", "grid=2x"], tmp_path).model.net
+    assert r50.backbone.depth == 50 and r50.grid_scale == 2.0
 
 
 @pytest.mark.parametrize("trainer", ["ddp", "gpu"])

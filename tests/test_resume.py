@@ -184,7 +184,10 @@ def test_sigint_stops_after_the_step_with_its_checkpoint(synthetic_root, tmp_pat
 @pytest.mark.slow
 def test_a_job_interrupted_in_its_mir_stage_resumes_the_mir_stage(synthetic_root, tmp_path):
     common = tiny_train_overrides(
-        synthetic_root, "stage=main_mir", "mir_stage.max_epochs=2", "callbacks.image_logger=null"
+        synthetic_root,
+        "stage=main_mir",
+        "mir_stage.trainer.max_epochs=2",
+        "callbacks.image_logger=null",
     )
     crash = ["+callbacks.sig._target_=test_resume.SignalAtStep", "+callbacks.sig.step=3",
              "+callbacks.sig.signum=15", "+callbacks.sig.stage=mir"]  # fmt: skip

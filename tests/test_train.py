@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import (
     CONF_DIR,
@@ -118,8 +119,9 @@ def test_mir_stage_trains_only_mir_from_a_main_checkpoint(trained_run, synthetic
         "train", tiny_train_overrides(synthetic_root, "stage=mir", f"ckpt_path={main_ckpt}"),
         tmp_path,
     )  # fmt: skip
-    assert cfg.mir_stage.max_epochs == 6  # the paper's 6 MIR epochs (one here, for time)
-    cfg.mir_stage.max_epochs = 1
+    # the paper's 6 MIR epochs (one here, for time: tiny_train_overrides' trainer.max_epochs=1)
+    assert compose_config("train", ["stage=mir"], tmp_path).trainer.max_epochs == 6
+    assert cfg.trainer.max_epochs == 1
     metric_dict, objects = train(cfg)
     model = objects["model"]
     assert model.hparams.stage == "mir" and model.net.mir_head is not None
@@ -141,13 +143,17 @@ def test_main_then_mir_in_one_job(synthetic_root, tmp_path) -> None:
     cfg = compose_config(
         "train",
         tiny_train_overrides(
-            synthetic_root, "stage=main_mir", "mir_stage.max_epochs=1", "logger=wandb"
+            synthetic_root, "stage=main_mir", "mir_stage.trainer.max_epochs=1", "logger=wandb"
         ),  # fmt: skip
         tmp_path,
     )
     train(cfg)
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert list(summary["stages"]) == ["main", "mir"]
+    # each stage's config saved with the run: the MIR stage's is the mir_stage node merged in
+    saved = {s: OmegaConf.load(tmp_path / ".hydra" / f"config_{s}.yaml") for s in ("main", "mir")}
+    assert saved["main"].model.stage == "main" and saved["mir"].model.stage == "mir"
+    assert saved["mir"].model.net.mir is True and saved["mir"].trainer.max_epochs == 1
     # one W&B run per stage (each restarts its step counter), both finished
     from test_wandb import read_wandb_records
 
@@ -176,7 +182,12 @@ def test_train_errors_are_clear(synthetic_root, tmp_path) -> None:
     )
     with pytest.raises(FileNotFoundError, match="none.ckpt: no such checkpoint file"):
         train(cfg)
-    cfg = compose_config("train", tiny_train_overrides(synthetic_root, "stage=both"), tmp_path)
+    # an unknown stage is refused when composing (conf/stage/ has no such option) ...
+    with pytest.raises(Exception, match="stage/both"):
+        compose_config("train", tiny_train_overrides(synthetic_root, "stage=both"), tmp_path)
+    # ... and by train() for a config built otherwise
+    cfg = compose_config("train", tiny_train_overrides(synthetic_root), tmp_path)
+    cfg.stage = "both"
     with pytest.raises(ValueError, match="stage must be one of"):
         train(cfg)
 
@@ -243,7 +254,7 @@ def test_a_resumed_run_continues_its_loggers(tmp_path) -> None:
     from smp_parsing.train import continue_loggers, stage_config
 
     def logger_cfg(stage: str):
-        cfg = compose_config("train", ["logger=many_loggers"], tmp_path)
+        cfg = compose_config("train", ["logger=many_loggers", "stage=main_mir"], tmp_path)
         cfg = stage_config(cfg, stage, after_main=stage == "mir")
         continue_loggers(cfg)
         return cfg.logger

@@ -63,30 +63,47 @@ STAGE_PLANS: dict[str, tuple[str, ...]] = {
 
 
 def stage_config(cfg: DictConfig, stage: str, after_main: bool) -> DictConfig:
-    """Return the config of one stage: ``cfg`` itself for ``main``, a MIR view for ``mir``.
+    """Return the config of one stage of the job (a copy; ``cfg`` is left as it is).
 
-    The MIR view applies ``cfg.mir_stage``: its ``net`` switches merged into ``model.net``, its
-    ``scheduler`` keys into ``model.scheduler``, ``max_epochs`` into the trainer. When it follows a
-    main stage in the same job its checkpoints (every callback's ``dirpath``) go to
-    ``<checkpoints>/mir`` and Lightning's own files (SLURM ``hpc_ckpt_*``) to ``<run>/mir``.
+    ``stage=main`` and ``stage=mir`` are composed statically by Hydra (conf/stage/): the job's
+    config is the stage's. Only ``stage=main_mir`` runs two configs in one job: its MIR stage is
+    the job's config with the ``mir_stage`` node (conf/stage/overrides/mir.yaml, the same file
+    ``stage=mir`` composes at the top level) merged over it. When the MIR stage follows a main
+    stage its checkpoints (every callback's ``dirpath``) go to ``<checkpoints>/mir`` and
+    Lightning's own files (SLURM ``hpc_ckpt_*``) to ``<run>/mir``.
     """
     out = cfg.copy()
+    overrides = cfg.get("mir_stage")
     with open_dict(out):
-        out.model.stage = stage
-        if stage != "mir":
-            return out
-        mir = cfg.mir_stage
-        out.model.net = OmegaConf.merge(out.model.net, mir.get("net") or {})
-        if out.model.get("scheduler") is not None and mir.get("scheduler"):
-            out.model.scheduler = OmegaConf.merge(out.model.scheduler, mir.scheduler)
-        out.trainer.max_epochs = mir.max_epochs
-        if after_main:
+        out.pop("mir_stage", None)
+        if stage == "mir" and overrides is not None:
+            out.merge_with(overrides)
+        if out.model.get("stage") != stage:
+            raise ValueError(
+                f"stage {stage!r} of stage={cfg.stage}: the config trains model.stage="
+                f"{out.model.get('stage')!r} (conf/stage/)"
+            )
+        if stage == "mir" and after_main:
             for cb in (out.get("callbacks") or {}).values():
                 if isinstance(cb, DictConfig) and cb.get("dirpath"):
                     cb.dirpath = str(Path(cb.dirpath) / "mir")
             if out.trainer.get("default_root_dir"):
                 out.trainer.default_root_dir = str(Path(out.trainer.default_root_dir) / "mir")
     return out
+
+
+def save_stage_config(cfg: DictConfig, stage: str) -> Path | None:
+    """Write a stage's config as ``<run>/.hydra/config_<stage>.yaml`` (rank 0).
+
+    For ``stage=main_mir``, whose second stage is not the job's composed config
+    (``.hydra/config.yaml``): each stage's file is what that stage ran.
+    """
+    if rank_zero_only.rank != 0:
+        return None
+    path = Path(cfg.paths.output_dir) / ".hydra" / f"config_{stage}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)
+    return path
 
 
 def load_init_weights(model: pl.LightningModule, ckpt_path: str, trainable: list[str]) -> None:
@@ -308,6 +325,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     stages: dict[str, Any] = {}
     for i, stage in enumerate(plan[first:], first):
         s_cfg = stage_config(cfg, stage, after_main=i > 0)
+        if len(plan) > 1:
+            save_stage_config(s_cfg, stage)
         if i == first:
             # Resume when the checkpoint is of this very stage; otherwise it only gives weights.
             resume = bool(ckpt_path) and (stage == "main" or checkpoint_stage(ckpt_path) == "mir")
