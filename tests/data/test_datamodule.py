@@ -165,6 +165,10 @@ def test_synthetic_yaml_states_the_generator_defaults(tmp_path):
 
     from_yaml = instantiate(data_config("synthetic", tmp_path).data.generator)
     assert vars(from_yaml) == vars(SyntheticMHPGenerator())
+    from smp_parsing.data.synthetic_cihp import SyntheticCIHPGenerator
+
+    from_yaml = instantiate(data_config("synthetic_cihp", tmp_path).data.generator)
+    assert vars(from_yaml) == vars(SyntheticCIHPGenerator(layout="coco", write_pose=False))
 
 
 def test_skip_policy_leaves_bad_samples_out_of_batches(tmp_path):
@@ -391,3 +395,36 @@ def test_interrupted_synthetic_generation_is_redone_by_the_next_run(tmp_path, mo
     root = Path(cfg.data.data_dir)
     assert sorted(p.name for p in (root / "train/images").iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]
     assert (root / "synthetic.json").is_file()
+
+
+def test_synthetic_cihp_generated_on_first_use_in_either_layout(tmp_path):
+    tiny = [
+        "data.num_train=2",
+        "data.num_val=1",
+        "data.generator.size=64",
+        "data.generator.max_persons=2",
+        "data.train_transforms.resize.short_sides=[64]",
+        "data.test_transforms.resize.short_sides=[64]",
+    ]
+    cfg = data_config("synthetic_cihp", tmp_path, tiny)
+    assert cfg.data.dataset_name == "cihp" and cfg.data.num_classes == 20
+    assert cfg.data.val_dataset.layout == "coco"
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    root = Path(cfg.data.data_dir)
+    assert sorted(p.name for p in (root / "train_img").iterdir()) == ["0000001.jpg", "0000002.jpg"]
+    stamp_time = (root / "synthetic.json").stat().st_mtime_ns
+    instantiate(cfg.data).prepare_data()  # same recipe: nothing rewritten
+    assert (root / "synthetic.json").stat().st_mtime_ns == stamp_time
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["metas"][0]["dataset"] == "cihp" and int(batch["parsing"][0].max()) < 20
+
+    official = instantiate(
+        data_config("synthetic_cihp", tmp_path, [*tiny, "data.generator.layout=official"]).data
+    )
+    official.prepare_data()  # another recipe: the coco tree is replaced by the official one
+    assert (root / "Training/train_id.txt").read_text().split() == ["0000001", "0000002"]
+    assert not (root / "train_img").exists() and not (root / "annotations").exists()
+    official.setup("validate")
+    assert len(official.datasets["val"]) == 1

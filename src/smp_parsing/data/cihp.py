@@ -81,7 +81,8 @@ CIHP_LAYOUT_HELP = """expected CIHP in one of two layouts (data.train_dataset.la
     <root>/annotations/CIHP_train.json, CIHP_val.json
     <root>/train_img/, val_img/              (images named by the json's file_name)
     <root>/train_parsing/, val_parsing/      (one-channel person PNGs named by `parsing`)
-Without the real data set: `python -m smp_parsing.data.synthetic_cihp --root DIR --layout coco`."""
+Without the real data set: `data=synthetic_cihp` (generated on first use), or
+`python -m smp_parsing.data.synthetic_cihp --root DIR --layout coco`."""
 
 
 def _json_size(value: Any) -> int:
