@@ -80,3 +80,17 @@ def test_names_are_unique():
         unregister("registry-test")
     with pytest.raises(KeyError):
         get_dataset_spec("registry-test")
+
+
+def test_label_space_lookup_does_not_import_lightning():
+    """The metric CLI and the visualiser look label spaces up: the built-ins load without Lightning."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from smp_parsing.metadata import get_dataset_meta; "
+        "assert get_dataset_meta('synthetic').num_classes == 59; "
+        "print(sorted(m for m in ('lightning', 'albumentations') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -18,13 +18,15 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smp_parsing.data.datamodule import ParsingDataModule
 from smp_parsing.data.errors import DataRootError
 from smp_parsing.data.mhp import MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS, MHPv2Dataset
 from smp_parsing.data.registry import DatasetSpec, register
 from smp_parsing.data.synthetic import SyntheticMHPGenerator
+
+if TYPE_CHECKING:
+    from smp_parsing.data.datamodule import ParsingDataModule
 
 log = logging.getLogger(__name__)
 
@@ -140,5 +142,9 @@ def generated_datamodule(
         generate_workers: Processes used to generate.
         **datamodule: The :class:`~smp_parsing.data.datamodule.ParsingDataModule` arguments.
     """
+    # Imported here: the registry imports this module for the label space, which must not pull
+    # in Lightning (the metric CLI and the visualiser only look names up).
+    from smp_parsing.data.datamodule import ParsingDataModule
+
     tree = GeneratedTree(generator, num_train, num_val, seed, generate_workers)
     return ParsingDataModule(prepare=tree, **datamodule)
