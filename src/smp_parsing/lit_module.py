@@ -1,10 +1,12 @@
 """``SMPLitModule``: the training, validation and test logic around the SMP network.
 
 The network (:class:`smp_parsing.models.SMP`) owns forward, targets + losses and decoding; this
-module owns what changes between experiments and stages: which loss is optimised (the full eq. 2
-sum, or only the MIR term in the plug-in stage, paper section 4.3), which parameters train, the
-optimiser and its schedule (paper appendix), and the metrics (separate objects per stage so that
-validation and test never share state).
+module wires the steps: which loss is optimised (the full eq. 2 sum, or only the MIR term in the
+plug-in stage, paper section 4.3), the optimiser and its schedule (paper appendix), logging, and
+the metrics (separate objects per stage so that validation and test never share state). Which
+parameters train in the MIR stage is a ``BaseFinetuning`` callback (utils/callbacks/mir_freeze.py);
+the random streams in checkpoints and the DDP buffer broadcast are callbacks too
+(conf/callbacks/default.yaml: rng_state, buffer_broadcast).
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, seed_everything
+from lightning.pytorch import Callback, LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MaxMetric, Metric
 
+from smp_parsing.utils.callbacks.mir_freeze import MIRStageFreeze
 from smp_parsing.utils.checkpoint import INFERENCE_KEY, MODEL_CONFIG_KEY
-from smp_parsing.utils.distributed import broadcast_buffers
-from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -89,41 +90,17 @@ class SMPLitModule(LightningModule):
         self.last_loss_terms: dict[str, Tensor] = {}
         self._infer_seconds = 0.0
         self._infer_images = 0
-        if stage == "mir":
-            self._freeze_for_mir()
+        # The MIR stage's freeze is a BaseFinetuning callback (utils/callbacks/mir_freeze.py),
+        # brought by the module (configure_callbacks) since the stage is its hyper-parameter;
+        # applied here too, so that a stage-"mir" module is frozen as built (also outside a
+        # Trainer, e.g. when rebuilt from a checkpoint).
+        self.mir_freeze = MIRStageFreeze(mir_modules) if stage == "mir" else None
+        if self.mir_freeze is not None:
+            self.mir_freeze.freeze_net(self.net)
 
-    # ------------------------------------------------------------------ stages
-    def _mir_submodules(self) -> list[nn.Module]:
-        modules = []
-        for path in self.hparams.mir_modules:
-            try:
-                modules.append(self.net.get_submodule(path))
-            except AttributeError:
-                raise ValueError(
-                    f"stage='mir' trains net.{path}, but the network has no such module: enable MIR "
-                    "in the network config (model.net) or fix model.mir_modules."
-                ) from None
-        return modules
-
-    def _freeze_for_mir(self) -> None:
-        """Freeze everything but the MIR modules (paper section 4.3: MIR is a plug-in stage)."""
-        self._mir_submodules()  # clear error when the network was built without MIR
-        if hasattr(self.net, "freeze_for_mir"):
-            # SMP also switches its loss to MIR-only and keeps frozen modules in eval mode.
-            self.net.freeze_for_mir()
-            return
-        self.net.requires_grad_(False)
-        for module in self._mir_submodules():
-            module.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> SMPLitModule:
-        """Switch modes; in the MIR stage the frozen network stays in eval mode (frozen BN stats)."""
-        super().train(mode)
-        if self.hparams.stage == "mir" and mode:
-            self.net.eval()
-            for module in self._mir_submodules():
-                module.train(True)
-        return self
+    def configure_callbacks(self) -> list[Callback]:
+        """The MIR stage's freeze (``BaseFinetuning``); nothing in the main stage."""
+        return [self.mir_freeze] if self.mir_freeze is not None else []
 
     # ---------------------------------------------------------------- training
     def forward(self, images: Tensor):
@@ -246,8 +223,7 @@ class SMPLitModule(LightningModule):
         return {k: float(v) for k, v in values.items()}
 
     def on_validation_epoch_start(self) -> None:
-        # every rank evaluates rank 0's (= the checkpointed) BN statistics
-        broadcast_buffers(self.net)
+        # (under DDP, utils/callbacks/buffer_broadcast.py gives every rank rank 0's BN statistics)
         self._reset_eval(self.val_metrics)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
@@ -268,8 +244,6 @@ class SMPLitModule(LightningModule):
             )
 
     def on_test_epoch_start(self) -> None:
-        # every rank evaluates rank 0's (= the checkpointed) BN statistics
-        broadcast_buffers(self.net)
         self._reset_eval(self.test_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
@@ -326,17 +300,4 @@ class SMPLitModule(LightningModule):
             checkpoint[MODEL_CONFIG_KEY] = self.model_config
         if self.inference_config is not None:
             checkpoint[INFERENCE_KEY] = self.inference_config
-        checkpoint["rng_state"] = collect_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Resuming: continue the random streams where the interrupted run left them, so the
-        # next epochs see the same data order and augmentation. With several processes each rank
-        # re-derives its own stream instead (the checkpoint holds rank 0's only).
-        state = checkpoint.get("rng_state")
-        if state is None or self._trainer is None or self.trainer.state.fn != "fit":
-            return
-        if self.trainer.world_size == 1:
-            restore_rng_state(state)
-        else:
-            seed = int(state["torch"][:8].sum()) + self.trainer.global_rank
-            seed_everything(seed % 2**31, workers=True, verbose=False)
+        # (the random streams: utils/callbacks/rng_state.py)
