@@ -428,3 +428,21 @@ def test_synthetic_cihp_generated_on_first_use_in_either_layout(tmp_path):
     assert not (root / "train_img").exists() and not (root / "annotations").exists()
     official.setup("validate")
     assert len(official.datasets["val"]) == 1
+
+
+def test_synthetic_checkpoint_config_from_before_the_prepare_hook_still_builds(tmp_path):
+    """A synthetic run stored ParsingDataModule + the generator's arguments (before issue 15)."""
+    from omegaconf import OmegaConf
+
+    from smp_parsing.data.synthetic_tool import GeneratedDataModule, GeneratedTree
+    from smp_parsing.utils.checkpoint import INFERENCE_KEY, stored_data_config
+
+    data = OmegaConf.to_container(
+        data_config("synthetic", tmp_path, TINY_SYNTHETIC).data, resolve=True
+    )
+    data["_target_"] = "smp_parsing.data.datamodule.ParsingDataModule"
+    ckpt = {"state_dict": {}, INFERENCE_KEY: {"data_config": data}}
+    datamodule = instantiate(stored_data_config(ckpt, "old.ckpt"))
+    assert isinstance(datamodule, GeneratedDataModule)
+    assert isinstance(datamodule.prepare_hook, GeneratedTree)
+    assert datamodule.prepare_hook.generation == {"num_train": 3, "num_val": 2, "seed": 0}

@@ -30,7 +30,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "smp_parsing.data.mhp",
     "smp_parsing.data.densepose",
     "smp_parsing.data.cihp",
-    "smp_parsing.data.synthetic_tool",
+    "smp_parsing.data.synthetic",
 )
 
 # required_paths(split, **reader keywords) -> the paths a split needs on disk

@@ -38,9 +38,22 @@ import cv2
 import numpy as np
 import scipy.io
 
-from smp_parsing.data.mhp import MHP_V2_CLASSES
+from smp_parsing.data.mhp import MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS, MHPv2Dataset
+from smp_parsing.data.registry import DatasetSpec, register
 
 log = logging.getLogger(__name__)
+
+# The synthetic set: MHP v2's label space, files in the MHP v2 layout read by the MHP v2 reader.
+register(
+    DatasetSpec(
+        "synthetic",
+        MHP_V2_CLASSES,
+        MHP_V2_FLIP_PAIRS,
+        MHPv2Dataset,
+        MHPv2Dataset.required_paths,
+        MHPv2Dataset.layout_help,
+    )
+)
 
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1}
 # Label PNGs are long runs of equal values: no row filter + zlib's RLE strategy encode them about

@@ -4,12 +4,10 @@ The synthetic sets are real data sets on disk (MHP v2 or CIHP layout, read by th
 what makes them synthetic is only that ``prepare_data`` writes them when they are missing or were
 made with another recipe. :class:`GeneratedTree` is that step, handed to
 :class:`~smp_parsing.data.datamodule.ParsingDataModule` as its ``prepare`` hook, and
-:func:`generated_datamodule` is the Hydra target of ``conf/data/synthetic.yaml`` and
+:class:`GeneratedDataModule` is the Hydra target of ``conf/data/synthetic.yaml`` and
 ``conf/data/synthetic_cihp.yaml``: it takes the generator and its counts (``data.generator``,
-``data.num_train`` ...) and passes the rest to the data module, which knows nothing about them.
-
-This module also registers the ``synthetic`` data set: MHP v2's label space read by the MHP v2
-reader (``synthetic_cihp`` uses ``dataset_name: cihp``, its label space being CIHP's).
+``data.num_train`` ...) and passes the rest to the generic data module, which knows nothing about
+them. (The ``synthetic`` label space is registered by :mod:`smp_parsing.data.synthetic`.)
 """
 
 from __future__ import annotations
@@ -18,32 +16,16 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from smp_parsing.data.datamodule import ParsingDataModule
 from smp_parsing.data.errors import DataRootError
-from smp_parsing.data.mhp import MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS, MHPv2Dataset
-from smp_parsing.data.registry import DatasetSpec, register
 from smp_parsing.data.synthetic import SyntheticMHPGenerator
-
-if TYPE_CHECKING:
-    from smp_parsing.data.datamodule import ParsingDataModule
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC_STAMP = (
-    "synthetic.json"  # what generated a synthetic tree; a different recipe regenerates
-)
-
-register(
-    DatasetSpec(
-        "synthetic",
-        MHP_V2_CLASSES,
-        MHP_V2_FLIP_PAIRS,
-        MHPv2Dataset,
-        MHPv2Dataset.required_paths,
-        MHPv2Dataset.layout_help,
-    )
-)
+# What generated a synthetic tree, stamped into it: a different recipe regenerates the tree.
+SYNTHETIC_STAMP = "synthetic.json"
 
 
 class GeneratedTree:
@@ -123,16 +105,9 @@ class GeneratedTree:
         )
 
 
-def generated_datamodule(
-    generator: SyntheticMHPGenerator,
-    num_train: int = 1000,
-    num_val: int = 200,
-    seed: int = 0,
-    generate_workers: int = 1,
-    **datamodule: Any,
-) -> ParsingDataModule:
-    """The generic data module with a :class:`GeneratedTree` hook (Hydra target of the synthetic
-    configs).
+class GeneratedDataModule(ParsingDataModule):
+    """The generic data module with a :class:`GeneratedTree` as its ``prepare`` hook (Hydra
+    target of the synthetic configs; a class, as a checkpoint's stored data config must name).
 
     Args:
         generator: What draws the images (``data.generator``).
@@ -142,9 +117,15 @@ def generated_datamodule(
         generate_workers: Processes used to generate.
         **datamodule: The :class:`~smp_parsing.data.datamodule.ParsingDataModule` arguments.
     """
-    # Imported here: the registry imports this module for the label space, which must not pull
-    # in Lightning (the metric CLI and the visualiser only look names up).
-    from smp_parsing.data.datamodule import ParsingDataModule
 
-    tree = GeneratedTree(generator, num_train, num_val, seed, generate_workers)
-    return ParsingDataModule(prepare=tree, **datamodule)
+    def __init__(
+        self,
+        generator: SyntheticMHPGenerator,
+        num_train: int = 1000,
+        num_val: int = 200,
+        seed: int = 0,
+        generate_workers: int = 1,
+        **datamodule: Any,
+    ) -> None:
+        tree = GeneratedTree(generator, num_train, num_val, seed, generate_workers)
+        super().__init__(prepare=tree, **datamodule)

@@ -275,6 +275,11 @@ def load_lit_module(
     return model.eval()
 
 
+# Synthetic runs before issue 15 stored the generic data module with the generator's arguments.
+LEGACY_DATAMODULE = "smp_parsing.data.datamodule.ParsingDataModule"
+GENERATED_DATAMODULE = "smp_parsing.data.synthetic_tool.GeneratedDataModule"
+
+
 def stored_data_config(
     ckpt: dict[str, Any], ckpt_path: str | Path, data_root: str | Path | None = None
 ) -> DictConfig | None:
@@ -293,6 +298,8 @@ def stored_data_config(
     if not isinstance(info, dict) or "data_config" not in info:
         return None
     data_cfg = checked_config(info["data_config"], ckpt_path, f"{INFERENCE_KEY}.data_config")
+    if data_cfg.get("_target_") == LEGACY_DATAMODULE and "generator" in data_cfg:
+        data_cfg._target_ = GENERATED_DATAMODULE  # a synthetic run from before the prepare hook
     relative = info.get("data_dir_relative")
     if relative is not None and (
         not isinstance(relative, str)
