@@ -12,6 +12,7 @@ import re
 
 import cv2
 import pytest
+import torch
 
 from conftest import LOW_THRESHOLDS, compose_config, tiny_data_overrides
 from smp_parsing.evaluate import evaluate
@@ -128,3 +129,46 @@ def test_evaluate_and_predict_command_lines(trained_run, synthetic_root, tmp_pat
     assert (tmp_path / "pred" / "overlays" / f"{image.stem}.png").is_file()
     assert "resize {'_target_': 'smp_parsing.data.transforms.RandomShortSideResize', " \
            "'short_sides': [64]" in (tmp_path / "pr" / "predict.log").read_text()  # fmt: skip
+
+
+def test_predict_runs_lightnings_predict_loop_and_writer(trained_run, synthetic_root, tmp_path,
+                                                         monkeypatch) -> None:  # fmt: skip
+    """``predict`` = ``Trainer.predict`` (``predict_step``) + the prediction writer; the folder
+    holds exactly the module's predictions image by image, whatever the batch size."""
+    import hydra
+    import numpy as np
+
+    from smp_parsing.data.collate import collate_parsing
+    from smp_parsing.lit_module import SMPLitModule
+    from smp_parsing.metrics.evaluate_dirs import write_prediction_dir
+    from smp_parsing.predict import read_rgb
+    from smp_parsing.utils.checkpoint import inference_data_config, read_checkpoint
+
+    steps = []
+    real_step = SMPLitModule.predict_step
+    monkeypatch.setattr(SMPLitModule, "predict_step",
+                        lambda self, batch, i: steps.append(i) or real_step(self, batch, i))  # fmt: skip
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    images = synthetic_root / "val" / "images"
+    out = tmp_path / "pred"
+    cfg = compose_config("predict", [f"ckpt_path={ckpt}", f"input={images}", f"output={out}",
+                                     *LOW_THRESHOLDS, "overlays=false", "batch_size=2",
+                                     "extras.print_config=false"], tmp_path / "pr")  # fmt: skip
+    result, objects = predict(cfg)
+    files = list_images(images)
+    assert steps == list(range((len(files) + 1) // 2)) and result["num_persons"] > 0
+    # the reference: each image alone through the same (prepared) module, written by hand
+    model = objects["model"]
+    data_cfg = inference_data_config(read_checkpoint(ckpt), str(ckpt), cfg)
+    transforms = hydra.utils.instantiate(data_cfg.test_transforms)
+    ref = tmp_path / "ref"
+    for file in files:
+        rgb = read_rgb(file)
+        sample = transforms({"image": rgb, "parsing": np.zeros((0, *rgb.shape[:2]), np.uint8),
+                             "image_id": file.stem})  # fmt: skip
+        batch = collate_parsing([sample], pad_parsing=False)
+        with torch.no_grad():
+            pred = model.predict_images(batch["images"].to(model.device), batch["metas"])[0]
+        write_prediction_dir(ref, file.stem, pred["parsing"].cpu(), pred["scores"].cpu())
+    read = lambda d: {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}  # noqa: E731
+    assert read(out) == read(ref)

@@ -178,6 +178,12 @@ class SMPLitModule(LightningModule):
             preds += self.net.predict(self.net(single), [meta], return_intermediates)
         return preds
 
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
+        """``predict``'s step: per image ``parsing`` ``P x H0 x W0`` and ``scores`` on the CPU
+        (written by utils/callbacks/prediction_writer.PredictionDirWriter)."""
+        preds = self.predict_images(batch["images"], batch["metas"])
+        return [{"parsing": p["parsing"].cpu(), "scores": p["scores"].cpu()} for p in preds]
+
     def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
         """Decode one batch image by image and feed the metric; times the inference for FPS."""
         if batch is None:  # every sample skipped as bad

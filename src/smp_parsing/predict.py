@@ -1,12 +1,12 @@
 """Parse images with a checkpoint:
 ``python -m smp_parsing.predict ckpt_path=<.ckpt> input=<image or folder> output=<folder>``.
 
-For every image the output folder receives the person maps in the MHP v2 layout
-(``<id>_<NN>_<kk>.png``, class id in the R channel) and one ``scores.json``, written by
-:func:`smp_parsing.metrics.evaluate_dirs.write_prediction_dir` so that
-``python -m smp_parsing.metrics.evaluate_dirs`` can score the folder; plus, under ``overlays/``,
-a picture for a person to look at (parts coloured by class, each person outlined, a legend), drawn
-by :mod:`smp_parsing.visualization`. The test transform the run was evaluated with (resize,
+Runs Lightning's predict loop (``SMPLitModule.predict_step``, each image alone as in evaluation)
+over the images; a ``BasePredictionWriter`` (utils/callbacks/prediction_writer.py) writes, for every
+image, the person maps in the MHP v2 layout (``<id>_<NN>_<kk>.png``, class id in the R channel) and
+one ``scores.json``, so that ``python -m smp_parsing.metrics.evaluate_dirs`` can score the folder;
+plus, under ``overlays/``, a picture for a person to look at (parts coloured by class, each person
+outlined, a legend), drawn by :mod:`smp_parsing.visualization`. The test transform the run was evaluated with (resize,
 normalise, pad), stored in the checkpoint, is applied: no ``experiment=`` needed;
 ``data.test_transforms.<key>=...`` changes it (logged).
 """
@@ -14,21 +14,22 @@ normalise, pad), stored in the checkpoint, is applied: no ``experiment=`` needed
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import hydra
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
-from smp_parsing import visualization as vis
 from smp_parsing.data.collate import collate_parsing
 from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
+from smp_parsing.utils.callbacks.prediction_writer import PredictionDirWriter
 from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 
@@ -79,10 +80,35 @@ def read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def batches(files: list[Path], size: int) -> Iterator[list[Path]]:
-    """Consecutive chunks of ``size`` files."""
-    for i in range(0, len(files), size):
-        yield files[i : i + size]
+class ImageFiles(Dataset):
+    """Image files through the test transform: the samples of ``predict``'s loader.
+
+    Args:
+        files: the images (:func:`list_images`).
+        transforms: the test :class:`~smp_parsing.data.transforms.ParsingTransforms`.
+    """
+
+    def __init__(self, files: list[Path], transforms: Any) -> None:
+        self.files = files
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The transformed sample (id = file stem, no person) and the original ``rgb``."""
+        file = self.files[index]
+        rgb = read_rgb(file)
+        empty = np.zeros((0, *rgb.shape[:2]), np.uint8)
+        sample = self.transforms({"image": rgb, "parsing": empty, "image_id": file.stem})
+        return {**sample, "rgb": rgb}
+
+
+def collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`~smp_parsing.data.collate.collate_parsing` plus the originals as ``rgbs``."""
+    batch = collate_parsing(samples, pad_parsing=False)
+    batch["rgbs"] = [s["rgb"] for s in samples]
+    return batch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,38 +118,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@torch.no_grad()
-def predict_images(
-    model: Any, transforms: Any, files: list[Path], batch_size: int, device: torch.device
-) -> Iterator[tuple[Path, np.ndarray, dict[str, torch.Tensor]]]:
-    """Yield ``(file, original RGB, prediction)`` per image; predictions at the original size.
-
-    Args:
-        model: a :class:`~smp_parsing.lit_module.SMPLitModule` in eval mode.
-        transforms: the test :class:`~smp_parsing.data.transforms.ParsingTransforms`.
-        files: images to parse.
-        batch_size: images per forward pass.
-        device: where the network runs.
-    """
-    for chunk in batches(files, batch_size):
-        images = [read_rgb(f) for f in chunk]
-        samples = [
-            transforms(
-                {
-                    "image": img,
-                    "parsing": np.zeros((0, *img.shape[:2]), np.uint8),
-                    "image_id": f.stem,
-                }
-            )  # fmt: skip
-            for f, img in zip(chunk, images)
-        ]
-        batch = collate_parsing(samples, pad_parsing=False)
-        # each image alone, as evaluate does: the result does not depend on the batch size
-        preds = model.predict_images(batch["images"].to(device), batch["metas"])
-        for f, img, pred in zip(chunk, images, preds):
-            yield f, img, {"parsing": pred["parsing"].cpu(), "scores": pred["scores"].cpu()}
-
-
 @task_wrapper
 def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Parse ``cfg.input`` with ``cfg.ckpt_path`` and write the results to ``cfg.output``.
@@ -131,8 +125,6 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     Returns:
         ``({"num_images": n, "num_persons": p, "output": str}, objects)``.
     """
-    from smp_parsing.metrics.evaluate_dirs import write_prediction_dir
-
     files = list_images(cfg.input)
     out_dir = Path(cfg.output)
     ckpt = read_checkpoint(cfg.ckpt_path)
@@ -150,17 +142,19 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("Test transform of %s: resize %s", dataset,
              OmegaConf.select(data_cfg, "test_transforms.resize"))  # fmt: skip
 
-    overlay_dir = out_dir / "overlays"
-    if cfg.overlays:
-        overlay_dir.mkdir(parents=True, exist_ok=True)
-    num_persons = 0
-    for file, rgb, pred in predict_images(model, transforms, files, cfg.batch_size, device):
-        # written image by image: memory stays flat whatever the folder size
-        write_prediction_dir(out_dir, file.stem, pred["parsing"], pred["scores"])
-        num_persons += int(pred["parsing"].shape[0])
-        if cfg.overlays:
-            picture = vis.render_prediction(rgb, pred, dataset=dataset)
-            cv2.imwrite(str(overlay_dir / f"{file.stem}.png"), picture[..., ::-1])
+    loader = DataLoader(ImageFiles(files, transforms), batch_size=cfg.batch_size, shuffle=False,
+                        collate_fn=collate_images)  # fmt: skip
+    writer = PredictionDirWriter(out_dir, overlays=cfg.overlays, dataset=dataset)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,
+        callbacks=[writer], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=cfg.paths.output_dir,
+    )  # fmt: skip
+    # written batch by batch by the writer: nothing kept, memory flat whatever the folder size
+    trainer.predict(model, dataloaders=loader, return_predictions=False)
+    num_persons = writer.num_persons
+    overlay_dir = writer.overlay_dir
     log.info("Parsed %d images (%d persons) into %s", len(files), num_persons, out_dir)
     print(f"Predictions: {out_dir} ({len(files)} images, {num_persons} persons)")
     if cfg.overlays:

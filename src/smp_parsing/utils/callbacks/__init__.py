@@ -5,6 +5,7 @@ from smp_parsing.utils.callbacks.buffer_broadcast import BroadcastBuffers
 from smp_parsing.utils.callbacks.image_logger import ParsingImageLogger
 from smp_parsing.utils.callbacks.mir_freeze import MIRStageFreeze
 from smp_parsing.utils.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
+from smp_parsing.utils.callbacks.prediction_writer import PredictionDirWriter
 from smp_parsing.utils.callbacks.preemption import Preempted, PreemptionCheckpoint
 from smp_parsing.utils.callbacks.rank_seed import PerRankSeed
 from smp_parsing.utils.callbacks.rng_state import RNGStateCheckpoint
@@ -18,6 +19,7 @@ __all__ = [
     "NonFiniteLossGuard",
     "ParsingImageLogger",
     "PerRankSeed",
+    "PredictionDirWriter",
     "Preempted",
     "PreemptionCheckpoint",
     "RNGStateCheckpoint",
