@@ -32,6 +32,9 @@ def test_evaluate_prints_table_and_writes_metrics_json(trained_run, synthetic_ro
     assert saved["split"] == "test"
     assert saved["metrics"]["APp50"] == pytest.approx(metric_dict["test/APp50"])
     assert set(saved["metrics"]) >= {"APp50", "APpvol", "PCP50", "mIoU", "fps", "APp@0.9"}
+    assert (
+        saved["task"] == "eval" and saved["split"] == "test" and saved["test"] == saved["metrics"]
+    )
     # the stored network config was used: same architecture as trained, weights loaded strictly
     ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
     model = objects["model"]

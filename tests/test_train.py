@@ -90,6 +90,9 @@ def test_every_experiment_trains_and_validates(name, synthetic_root, tmp_path) -
     assert Path(summary["last_model_path"]).is_file()
     assert summary["best_model_path"] and Path(summary["best_model_path"]).is_file()
     assert summary["val"]["APp50"] == pytest.approx(float(metric_dict["val/APp50"]))
+    # the one metrics.json layout (utils/run_files.metrics_summary): the headline split's values
+    assert summary["task"] == "train" and summary["metrics"] == summary[summary["split"]]
+    assert summary["logged"]["train/loss"] == pytest.approx(float(metric_dict["train/loss"]))
     net = objects["model"].net
     assert net.num_classes == cfg.data.num_classes
     # the checkpoint carries what evaluate/predict need to rebuild the network

@@ -24,36 +24,13 @@ from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
 from smp_parsing.utils.instantiators import instantiate_loggers
-from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
+from smp_parsing.utils.metrics_table import format_metrics_table
+from smp_parsing.utils.run_files import METRICS_FILE, metrics_summary, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "test")
-HEADLINE = ("APp50", "APpvol", "PCP50", "mIoU", "pixel_acc", "fps")
-
-
-def format_metrics_table(metrics: dict[str, float], title: str = "") -> str:
-    """Plain-text table: the headline metrics, then AP^p and PCP per IoU threshold.
-
-    Args:
-        metrics: ``{"APp50": 0.41, "APp@0.1": ..., "PCP@0.1": ..., "fps": ...}``.
-        title: first line.
-    """
-    lines = [title] if title else []
-    width = max((len(k) for k in metrics), default=8)
-    for key in HEADLINE:
-        if key in metrics:
-            lines.append(f"  {key:<{width}}  {metrics[key]:.4f}")
-    thresholds = sorted(
-        {k.split("@", 1)[1] for k in metrics if k.startswith(("APp@", "PCP@"))}, key=float
-    )
-    if thresholds:
-        lines.append("  " + "thr".ljust(6) + "".join(f"{t:>8}" for t in thresholds))
-        for name in ("APp", "PCP"):
-            row = "".join(f"{metrics.get(f'{name}@{t}', float('nan')):>8.4f}" for t in thresholds)
-            lines.append("  " + name.ljust(6) + row)
-    return "\n".join(lines)
 
 
 @task_wrapper
@@ -94,13 +71,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if trainer.is_global_zero:
         path = write_json_atomic(
             Path(cfg.paths.output_dir) / METRICS_FILE,
-            {
-                "ckpt_path": str(cfg.ckpt_path),
-                "split": cfg.split,
-                "dataset": str(data_cfg.dataset_name),
-                "data_dir": str(data_cfg.data_dir),
-                "metrics": metrics,
-            },
+            metrics_summary(
+                "eval",
+                {cfg.split: metrics},
+                ckpt_path=str(cfg.ckpt_path),
+                dataset=str(data_cfg.dataset_name),
+                data_dir=str(data_cfg.data_dir),
+            ),
         )
         log.info("Wrote %s", path)
     objects = {"cfg": cfg, "data_cfg": data_cfg, "datamodule": datamodule, "model": model}

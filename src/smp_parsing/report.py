@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from smp_parsing.utils.run_files import METRICS_FILE, write_text_atomic
+from smp_parsing.utils.metrics_table import markdown_table
+from smp_parsing.utils.run_files import METRICS_FILE, split_metrics, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +78,6 @@ def _read_overrides(job_dir: Path) -> dict[str, str]:
     return out
 
 
-def _job_metrics(summary: dict[str, Any], split: str) -> dict[str, float] | None:
-    """Metrics of the requested split, falling back to the other one."""
-    for name in (split, "val" if split == "test" else "test"):
-        values = summary.get(name)
-        if values:
-            return {k: float(v) for k, v in values.items() if v is not None}
-    return None
-
-
 def collect_jobs(sweep_dir: str | os.PathLike, split: str = "test") -> list[JobResult]:
     """Read every job directory of ``sweep_dir`` (sub-directories holding ``.hydra/``).
 
@@ -114,7 +106,7 @@ def collect_jobs(sweep_dir: str | os.PathLike, split: str = "test") -> list[JobR
             continue
         with open(path) as fh:
             summary = json.load(fh)
-        metrics = _job_metrics(summary, split)
+        metrics = split_metrics(summary, split)
         status = "ok" if metrics else "no metrics"
         jobs.append(JobResult(d.name, overrides, metrics, status=status))
     return jobs
@@ -155,9 +147,7 @@ def build_rows(jobs: list[JobResult]) -> tuple[list[str], list[list[str]], list[
 
 def to_markdown(header: list[str], rows: list[list[str]], title: str) -> str:
     """Render a GitHub-flavoured Markdown table."""
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join([f"# {title}", "", *markdown_table(header, rows)]) + "\n"
 
 
 def plot_jobs(jobs: list[JobResult], axes: list[str], path: Path) -> Path:

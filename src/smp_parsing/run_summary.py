@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smp_parsing.utils.metrics_table import HEADLINE_METRICS, format_metrics_table
+
 # The headline numbers of the paper's tables, in the order they are printed.
-MAIN_METRICS: tuple[str, ...] = ("APp50", "APpvol", "PCP50", "mIoU", "pixel_acc")
+MAIN_METRICS: tuple[str, ...] = HEADLINE_METRICS
 # Validation curves drawn next to the losses (the keys logged by the LightningModule).
 CURVE_METRICS: tuple[str, ...] = ("val/APp50", "val/APpvol", "val/PCP50", "val/mIoU")
 LOSS_PREFIX = "train/loss"
@@ -163,51 +165,15 @@ def _table_stage(metrics: Mapping[str, float]) -> str:
     return ""
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
-
-
 def metrics_tables(metrics: Mapping[str, float]) -> str:
-    """Markdown tables of evaluation metrics.
+    """Markdown tables of evaluation metrics (utils/metrics_table.py, ``style="markdown"``).
 
     The headline metrics (:data:`MAIN_METRICS`) come first, then, when present, AP^p and PCP at
     each IoU threshold (``APp@0.1`` ... ``PCP@0.9``) as one row per threshold, then every other
     key with its full name. The headline stage is the evaluation's (keys without prefix or with
     ``test/``), else ``val/``.
     """
-    prefix = _table_stage(metrics)
-    stage = {
-        k[len(prefix) :]: v
-        for k, v in metrics.items()
-        if k.startswith(prefix) and "/" not in k[len(prefix) :]
-    }
-    used: set[str] = set()
-    lines: list[str] = []
-    main = [k for k in MAIN_METRICS if k in stage]
-    if main:
-        title = f" ({prefix.rstrip('/')})" if prefix else ""
-        lines += [f"Headline metrics{title}:", ""]
-        lines += ["| " + " | ".join(main) + " |", "|" + "---:|" * len(main)]
-        lines += ["| " + " | ".join(_fmt(stage[k]) for k in main) + " |", ""]
-        used.update(prefix + k for k in main)
-    thresholds = sorted(
-        {k.split("@", 1)[1] for k in stage if k.startswith(("APp@", "PCP@"))}, key=float
-    )
-    if thresholds:
-        lines += ["| IoU threshold | AP^p | PCP |", "|---:|---:|---:|"]
-        for t in thresholds:
-            cells = [stage.get(f"{name}@{t}") for name in ("APp", "PCP")]
-            lines.append(f"| {t} | " + " | ".join(_fmt(c) for c in cells) + " |")
-            used.update(f"{prefix}{name}@{t}" for name in ("APp", "PCP"))
-        lines.append("")
-    others = [k for k in metrics if k not in used]
-    if others:
-        lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {_fmt(metrics[k])} |" for k in others]
-        lines.append("")
-    return "\n".join(lines)
+    return format_metrics_table(metrics, style="markdown", prefix=_table_stage(metrics))
 
 
 def loss_curve_keys(series: Mapping[str, Series], loss_prefix: str = LOSS_PREFIX) -> list[str]:

@@ -48,7 +48,7 @@ from smp_parsing.utils.run_context import (
     sweep_group,
     wants_resume,
 )
-from smp_parsing.utils.run_files import METRICS_FILE, write_json_atomic
+from smp_parsing.utils.run_files import METRICS_FILE, metrics_summary, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 from smp_parsing.utils.wandb_env import finish_wandb
 
@@ -341,10 +341,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             # W&B would refuse in the same run (Lightning's logger reuses an active run).
             finish_wandb(failed=False)
 
-    summary = dict(object_dict["summary"])
-    summary.update(
+    last = dict(object_dict["summary"])
+    splits = {split: last.pop(split) for split in ("val", "test") if split in last}
+    summary = metrics_summary(
+        "train",
+        splits,
+        **last,
         stages=stages,
-        metrics={k: v for k, v in metric_dict.items()},
+        # every value logged last (train/ losses included), keyed as logged
+        logged={k: v for k, v in metric_dict.items()},
         overrides=job_overrides(),
         output_dir=cfg.paths.output_dir,
     )

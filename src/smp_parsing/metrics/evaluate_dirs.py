@@ -53,7 +53,6 @@ import torch
 from PIL import Image
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
 from smp_parsing.data.cihp import CIHPDataset
 from smp_parsing.data.errors import BadSampleError
@@ -62,7 +61,8 @@ from smp_parsing.data.mhp import MHPv2Dataset
 from smp_parsing.metadata import get_dataset_meta
 from smp_parsing.metrics.functional import DEFAULT_THRESHOLDS
 from smp_parsing.metrics.parsing_metrics import ParsingMetrics
-from smp_parsing.utils.run_files import write_json_atomic, write_text_atomic
+from smp_parsing.utils.metrics_table import format_metrics_table
+from smp_parsing.utils.run_files import metrics_summary, write_json_atomic, write_text_atomic
 
 SCORES_FILE = "scores.json"
 PERSON_NAME = re.compile(r"^(?P<image_id>.+)_(?P<num_persons>\d+)_(?P<person_index>\d+)\.png$")
@@ -472,22 +472,6 @@ def evaluate_dirs(
     return metric.compute()
 
 
-def metrics_table(metrics: dict[str, float], title: str) -> Table:
-    """A rich table of the headline metrics and the per-threshold AP^p and PCP."""
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value (%)", justify="right")
-    for name in ("APp50", "APpvol", "PCP50", "mIoU", "pixel_acc"):
-        table.add_row(name, f"{100 * metrics[name]:.2f}")
-    per_threshold = sorted({k.split("@")[1] for k in metrics if "@" in k}, key=float)
-    for t in per_threshold:
-        table.add_row(
-            f"APp / PCP @ {t}",
-            f"{100 * metrics[f'APp@{t}']:.2f} / {100 * metrics[f'PCP@{t}']:.2f}",
-        )
-    return table
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         prog="python -m smp_parsing.metrics.evaluate_dirs",
@@ -523,17 +507,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         dataset_name=args.dataset,
         layout=args.layout,
     )
-    Console().print(metrics_table(metrics, f"{args.pred_dir} vs {args.gt_root} [{args.split}]"))
+    title = f"{args.pred_dir} vs {args.gt_root} [{args.split}] (%)"
+    print(format_metrics_table(metrics, title, percent=True))
     out = args.out if args.out is not None else args.pred_dir / "metrics.json"
-    report = {
-        "gt_root": str(args.gt_root),
-        "split": args.split,
-        "pred_dir": str(args.pred_dir),
-        "dataset": args.dataset,
-        "num_classes": args.num_classes or get_dataset_meta(args.dataset).num_classes,
-        "score_threshold_miou": args.score_threshold_miou,
-        "metrics": metrics,
-    }
+    report = metrics_summary(
+        "evaluate_dirs",
+        {args.split: metrics},
+        gt_root=str(args.gt_root),
+        pred_dir=str(args.pred_dir),
+        dataset=args.dataset,
+        num_classes=args.num_classes or get_dataset_meta(args.dataset).num_classes,
+        score_threshold_miou=args.score_threshold_miou,
+    )
     write_json_atomic(out, report)  # a killed run never leaves a torn metrics.json
     Console().print(f"metrics written to {out}")
     return metrics
