@@ -200,7 +200,8 @@ def smp_config(
     Composed by Hydra from the files training composes
     (:func:`smp_parsing.utils.compose.compose_config`): the network defaults of
     ``conf/model/net/smp.yaml``, then the ``backbone`` group (``conf/backbone/<backbone>.yaml``),
-    then the ``grid`` group, then ``overrides`` (dotted keys below ``model.net``).
+    then the ``grid`` group (``train.yaml``'s default when ``None``), then ``overrides`` (dotted
+    keys below ``model.net``).
     ImageNet weights are switched off (``pretrained: none``): speed does not depend on
     them and the machine has no internet.
 
@@ -221,13 +222,14 @@ def smp_config(
     if not preset.is_file():
         choices = sorted(p.stem for p in (CONF_DIR / "backbone").glob("*.yaml"))
         raise FileNotFoundError(f"no backbone preset {preset}; choose one of {choices}")
-    groups = ["+model/net=smp", f"+backbone={backbone}"]
+    # the training entry config: its defaults list chooses the grid (and backbone) when not given
+    groups = [f"backbone={backbone}"]
     if grid is not None:
         grid_file = CONF_DIR / "grid" / f"{grid}.yaml"
         if not grid_file.is_file():
             raise FileNotFoundError(f"no grid preset {grid_file}")
-        groups.append(f"+grid={grid}")
-    net = compose_config(None, groups).model.net
+        groups.append(f"grid={grid}")
+    net = compose_config("train", groups).model.net
     # a plain (non-struct) root of its own: num_classes replaces the ${data.num_classes}
     # interpolation, and overrides may add keys
     cfg = OmegaConf.create(OmegaConf.to_container(net))
