@@ -56,7 +56,9 @@ def tiny_net_config(num_classes: int = 59, **changes):
 
     from smp_parsing.utils.compose import compose_config as compose
 
-    net = compose(None, ["+model/net=smp", "+backbone=r18", *TINY_NET_OVERRIDES]).model.net
+    net = compose(
+        None, ["+model/net=smp", "+backbone=r18", "+grid=1x", *TINY_NET_OVERRIDES]
+    ).model.net
     cfg = OmegaConf.create(OmegaConf.to_container(net))  # a plain root (no ${data.*} left)
     cfg.num_classes = num_classes
     for key, value in changes.items():
