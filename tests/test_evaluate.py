@@ -144,3 +144,29 @@ def test_format_metrics_table() -> None:
     assert any(line.split() == ["APp50", "0.5000"] for line in lines)
     assert lines[-2].split() == ["APp", "1.0000", "0.5000"]
     assert lines[-1].split() == ["PCP", "0.7500", "0.1250"]
+
+
+def test_evaluate_with_another_data_dir_reads_that_folder(trained_run, synthetic_root,
+                                                          tmp_path) -> None:  # fmt: skip
+    """``data.data_dir=Y`` moves every path derived from it (``val_dataset.root`` too).
+
+    The checkpoint stores the run's resolved data config: the dataset roots are absolute paths
+    inside the run's data directory, and used to stay there when only ``data.data_dir`` moved.
+    """
+    other = tmp_path / "other_set"
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    base = [f"ckpt_path={ckpt}", *LOW_THRESHOLDS, "split=val", "extras.print_config=false"]
+    # another tiny set: the run's recipe with 3 val images instead of 2, generated in `other`
+    metric_dict, objects = evaluate(compose_config(
+        "eval", [*base, f"data.data_dir={other}", "data.num_val=3"], tmp_path / "moved"))  # fmt: skip
+    data_cfg = objects["data_cfg"]
+    assert data_cfg.data_dir == str(other)
+    assert data_cfg.val_dataset.root == data_cfg.train_dataset.root == str(other)
+    assert metric_dict["val/num_images"] == 3  # the run's own set has 2
+    # an explicit root still wins over the data directory it would follow
+    metric_dict, objects = evaluate(compose_config(
+        "eval", [*base, f"data.val_dataset.root={synthetic_root}", f"data.data_dir={other}",
+                 "data.num_val=3"], tmp_path / "explicit_root"))  # fmt: skip
+    assert objects["data_cfg"].val_dataset.root == str(synthetic_root)
+    assert objects["data_cfg"].train_dataset.root == str(other)
+    assert metric_dict["val/num_images"] == 2

@@ -165,17 +165,18 @@ def test_real_checkpoint_is_plain_data_and_describes_its_inference(
     assert ckpt[MODEL_CONFIG_KEY]["net"]["num_classes"] == 59
 
 
-def _fake_checkpoint(tmp_path, data_dir: str, relative: str | None) -> dict:
-    """A checkpoint's metadata of an MHP run (no weights: the data config is what is tested)."""
+def _fake_checkpoint(tmp_path, data_dir: str, relative: str | None, data: str = "mhp",
+                     num_classes: int = 59) -> dict:  # fmt: skip
+    """A checkpoint's metadata of a run on ``data`` (no weights: the data config is tested)."""
     from omegaconf import OmegaConf
 
-    run = compose_config("train", ["data=mhp", f"data.data_dir={data_dir}"], tmp_path / "run")
+    run = compose_config("train", [f"data={data}", f"data.data_dir={data_dir}"], tmp_path / "run")
     return {
         "state_dict": {},
-        MODEL_CONFIG_KEY: {"net": {"num_classes": 59}},
+        MODEL_CONFIG_KEY: {"net": {"num_classes": num_classes}},
         INFERENCE_KEY: {
-            "dataset_name": "mhp",
-            "num_classes": 59,
+            "dataset_name": data,
+            "num_classes": num_classes,
             "data_config": OmegaConf.to_container(run.data, resolve=True),
             "data_dir_relative": relative,
         },
@@ -190,6 +191,8 @@ def test_data_config_from_checkpoint_overrides_and_class_check(tmp_path, caplog)
     data = inference_data_config(ckpt, "x.ckpt", cfg, overrides=[])
     assert data.dataset_name == "mhp" and data.eval_batch_size == 1
     assert data.data_dir == str(Path(cfg.paths.data_dir) / "LV-MHP-v2")
+    # the dataset roots (stored resolved, absolute) moved with it
+    assert data.val_dataset.root == data.train_dataset.root == data.data_dir
     assert data.test_transforms.resize.short_sides == [800]  # mhp's, not the synthetic default
     # a data.<key> override wins, and is logged
     data = inference_data_config(ckpt, "x.ckpt", cfg, overrides=["data.eval_batch_size=3"])
@@ -218,6 +221,31 @@ def test_data_config_from_checkpoint_overrides_and_class_check(tmp_path, caplog)
     assert "carries no smp_inference" in caplog.text
     with pytest.raises(ValueError, match="predicts 59 classes"):
         inference_data_config(ckpt, "x.ckpt", dp_cfg, [])
+
+
+def test_paths_derived_from_the_data_dir_follow_an_overridden_data_dir(tmp_path) -> None:
+    """``data.data_dir=Y`` moves DensePose's annotation file and image folder under ``Y``."""
+    ckpt = _fake_checkpoint(tmp_path, "/run/densepose_coco", None, "densepose", 15)
+    new = tmp_path / "dp"
+    overrides = [f"data.data_dir={new}"]
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "data=densepose", *overrides], tmp_path)
+    kept = inference_data_config(ckpt, "x.ckpt", cfg, []).val_dataset  # no override: as stored
+    assert kept.image_root == "/run/densepose_coco/val2014"
+    data = inference_data_config(ckpt, "x.ckpt", cfg, overrides)
+    assert data.data_dir == str(new)
+    assert data.val_dataset.ann_file == str(new / "annotations/densepose_coco_2014_minival.json")
+    assert data.val_dataset.image_root == str(new / "val2014")
+    assert data.train_dataset.image_root == str(new / "train2014")
+    # an explicit path wins, whatever its place on the command line
+    overrides = ["data.val_dataset.image_root=/imgs", f"data.data_dir={new}"]
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "data=densepose", *overrides], tmp_path)
+    data = inference_data_config(ckpt, "x.ckpt", cfg, overrides)
+    assert data.val_dataset.image_root == "/imgs"
+    assert data.val_dataset.ann_file == str(new / "annotations/densepose_coco_2014_minival.json")
+    # a value that only shares a prefix with the directory's name is not inside it
+    ckpt[INFERENCE_KEY]["data_config"]["val_dataset"]["image_root"] = "/run/densepose_coco_v2"
+    data = inference_data_config(ckpt, "x.ckpt", cfg, [f"data.data_dir={new}"])
+    assert data.val_dataset.image_root == "/run/densepose_coco_v2"
 
 
 def test_training_and_resume_read_checkpoints_as_data_only(trained_run, synthetic_root, tmp_path,

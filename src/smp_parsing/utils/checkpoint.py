@@ -19,13 +19,18 @@ pad divisor) and the resolved ``data`` config of the run, so that ``evaluate ckp
 the data the run was validated on (the synthetic preset included) and ``predict`` applies the
 trained test transform, without ``experiment=``. The data directory is stored relative to
 ``paths.data_dir`` when it lies inside it (``data/synthetic_mhp_easy`` follows the repository to
-another machine), absolute otherwise.
+another machine), absolute otherwise. The stored config is resolved, so the paths derived from
+``data.data_dir`` (``val_dataset.root``, DensePose's ``ann_file`` / ``image_root``) are absolute
+strings too: on use, every value inside the stored data directory moves with it
+(:func:`rebase_data_paths`) to the relocated directory or to a ``data.data_dir=`` override; an
+explicit override of such a path still wins.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 import pickle
 import re
 from pathlib import Path
@@ -280,6 +285,54 @@ LEGACY_DATAMODULE = "smp_parsing.data.datamodule.ParsingDataModule"
 GENERATED_DATAMODULE = "smp_parsing.data.synthetic_tool.GeneratedDataModule"
 
 
+def _path_under(value: str, root: str) -> str | None:
+    """``value`` relative to ``root`` (``""`` when equal), ``None`` when outside it."""
+    value, root = os.path.normpath(value), os.path.normpath(root)
+    if value == root:
+        return ""
+    prefix = root.rstrip(os.sep) + os.sep
+    return value[len(prefix) :] if value.startswith(prefix) else None
+
+
+def _rebased(node: Any, old: str, new: str, key: str, moved: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _rebased(v, old, new, f"{key}.{k}" if key else k, moved) for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebased(v, old, new, f"{key}[{i}]", moved) for i, v in enumerate(node)]
+    if isinstance(node, str) and node:
+        rest = _path_under(node, old)
+        if rest is not None:
+            moved.append(key)
+            return str(Path(new) / rest) if rest else new
+    return node
+
+
+def rebase_data_paths(data_cfg: DictConfig, new_dir: str) -> DictConfig:
+    """The data config with ``data_dir`` set to ``new_dir`` and every path inside it moved along.
+
+    A checkpoint stores the resolved config: ``val_dataset.root: ${data.data_dir}`` was written as
+    the run's absolute directory, and would otherwise keep reading the run's files whatever
+    ``data_dir`` says. Any string value equal to the stored ``data_dir`` or below it is rewritten
+    (the stored config has no interpolation left that would say which values were derived).
+
+    Args:
+        data_cfg: a stored (interpolation-free) data config with a ``data_dir``.
+        new_dir: the data directory to use.
+
+    Returns:
+        A new config; the moved keys are logged.
+    """
+    old = data_cfg.get("data_dir")
+    if not isinstance(old, str) or not old or str(new_dir) == old:
+        return data_cfg
+    moved: list[str] = []
+    container = _rebased(OmegaConf.to_container(data_cfg), old, str(new_dir), "", moved)
+    log.info("Data paths moved from %s to %s: %s", old, new_dir, ", ".join(moved))
+    return OmegaConf.create(container)
+
+
 def stored_data_config(
     ckpt: dict[str, Any], ckpt_path: str | Path, data_root: str | Path | None = None
 ) -> DictConfig | None:
@@ -311,7 +364,7 @@ def stored_data_config(
             "path inside the data folder"
         )
     if relative and data_root is not None:
-        data_cfg.data_dir = str(Path(data_root) / relative)
+        data_cfg = rebase_data_paths(data_cfg, str(Path(data_root) / relative))
     return data_cfg
 
 
@@ -340,7 +393,9 @@ def inference_data_config(
     - Checkpoint with ``smp_inference``, no data override: the run's data config (its data set,
       synthetic preset, test transform, limits), the data directory placed under today's
       ``paths.data_dir`` when it was inside the run's.
-    - ``data.<key>=...`` overrides: applied on top of it, each one logged.
+    - ``data.<key>=...`` overrides: applied on top of it, each one logged. ``data.data_dir=Y``
+      first, moving the paths derived from the run's directory (dataset roots, annotation files)
+      under ``Y``; an explicit ``data.val_dataset.root=...`` still wins.
     - ``data=<name>`` or ``experiment=<name>``: the command line's data config, logged.
     - A checkpoint without ``smp_inference`` (older runs): the command line's, with a warning.
 
@@ -381,7 +436,8 @@ def inference_data_config(
         data_cfg = stored
         log.info("Data: the checkpoint's %s config (data_dir=%s)", stored.dataset_name,
                  stored.data_dir)  # fmt: skip
-        for o in parsed:
+        # data_dir first: the paths that follow it must not undo an explicit override of one of them
+        for o in sorted(parsed, key=lambda o: o.key_or_group != "data.data_dir"):
             key = o.key_or_group
             if not key.startswith("data.") or o.package:
                 continue
@@ -397,7 +453,10 @@ def inference_data_config(
             value = OmegaConf.select(cfg, key)
             if isinstance(value, (DictConfig, ListConfig)):
                 value = OmegaConf.to_container(value, resolve=True)
-            OmegaConf.update(data_cfg, sub, value, merge=False, force_add=True)
+            if sub == "data_dir" and isinstance(value, str):
+                data_cfg = rebase_data_paths(data_cfg, value)
+            else:
+                OmegaConf.update(data_cfg, sub, value, merge=False, force_add=True)
             log.info("Data override %s=%s (the checkpoint has %s)", key, value, old)
     check_num_classes(ckpt, ckpt_path, data_cfg)
     return data_cfg
