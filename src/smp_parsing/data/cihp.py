@@ -41,16 +41,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from smp_parsing.data.base import ParsingDataset
+from smp_parsing.data.base import (
+    ListedDataset,
+    check_class_ids,
+    drop_empty_persons,
+    index_images,
+)
 from smp_parsing.data.densepose import safe_file_name
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.image_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
     read_image,
-    read_image_size,
     read_label_png,
 )
-from smp_parsing.data.mhp import IMAGE_SUFFIXES
 from smp_parsing.data.registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,7 @@ def person_maps(category: np.ndarray, human: np.ndarray) -> np.ndarray:
 
 
 @register_dataset("cihp", CIHP_CLASSES, CIHP_FLIP_PAIRS)
-class CIHPDataset(ParsingDataset):
+class CIHPDataset(ListedDataset):
     """CIHP multi-human parsing, one item per image, from the official or the COCO-style layout.
 
     Args:
@@ -218,25 +221,15 @@ class CIHPDataset(ParsingDataset):
             if not needed.exists():
                 raise DataRootError(f"CIHP {what} {needed} is missing.\n{CIHP_LAYOUT_HELP}")
         category_dir, human_dir = image_dir.parent / "Category_ids", image_dir.parent / "Human_ids"
-        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        if limit is not None:
-            ids = ids[:limit]
         # One listing per folder (not one stat per id: CIHP train lists 28k ids).
-        images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        images = index_images(image_dir)
         labels = {
             folder: {p.stem for p in folder.iterdir() if p.suffix.lower() == ".png"}
             if folder.is_dir()
             else set()
             for folder in (category_dir, human_dir)
         }
-        for image_id in ids:
-            if image_id not in images:
-                self.tracker.report(
-                    BadSampleError(
-                        list_file, f"lists id {image_id!r} but {image_dir} has no image for it"
-                    )
-                )
-                continue
+        for image_id, image_path in self.listed_images(list_file, image_dir, images, limit):
             missing = [f / f"{image_id}.png" for f in labels if image_id not in labels[f]]
             if missing:
                 self.tracker.report(
@@ -244,7 +237,7 @@ class CIHPDataset(ParsingDataset):
                 )
                 continue
             paths = [category_dir / f"{image_id}.png", human_dir / f"{image_id}.png"]
-            self.samples.append((image_id, images[image_id], paths, None))
+            self.samples.append((image_id, image_path, paths, None))
 
     # ------------------------------------------------------------------ coco layout
     @staticmethod
@@ -353,29 +346,9 @@ class CIHPDataset(ParsingDataset):
             self.samples.append((image_id, image_path, [path for _, path in ordered], size))
 
     # ------------------------------------------------------------------ items
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def image_ids(self) -> list[str]:
-        """Image ids in item order."""
-        return [s[0] for s in self.samples]
-
-    def read_image_sizes(self) -> np.ndarray:
-        """``(N, 2)`` ``(height, width)`` without decoding: the json (coco) or the image headers.
-
-        ``(0, 0)`` for an unreadable image header; reading the sample reports the file.
-        """
-        sizes = np.zeros((len(self.samples), 2), np.int64)
-        for index, (_, image_path, _, json_size) in enumerate(self.samples):
-            if json_size is not None:
-                sizes[index] = json_size
-                continue
-            try:
-                sizes[index] = read_image_size(image_path, self.max_image_pixels)
-            except BadSampleError:
-                pass
-        return sizes
+    def stored_size(self, index: int) -> tuple[int, int] | None:
+        """The json's ``(height, width)`` of item ``index`` (coco), ``None`` (official)."""
+        return self.samples[index][3]
 
     def _read_label(self, path: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarray:
         """One label PNG, its size checked against the image's on the header."""
@@ -385,11 +358,6 @@ class CIHPDataset(ParsingDataset):
         return read_label_png(
             path, shape, self.max_image_pixels, f"image {image_path.name}", "label file", None
         )
-
-    def _check_classes(self, label: np.ndarray, path: Path) -> None:
-        top = int(label.max(initial=0))
-        if top >= self.num_classes:
-            raise BadSampleError(path, f"class id {top} out of range 0..{self.num_classes - 1}")
 
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and validate one raw sample (no transforms).
@@ -416,7 +384,7 @@ class CIHPDataset(ParsingDataset):
         if self.layout == "official":
             category_path, human_path = label_paths
             category = self._read_label(category_path, image_path, shape)
-            self._check_classes(category, category_path)
+            check_class_ids(category, category_path, self.num_classes)
             human = self._read_label(human_path, image_path, shape)
             parsing = person_maps(category, human)
             names = [f"human id {k}" for k in np.unique(human) if k > 0]
@@ -424,16 +392,9 @@ class CIHPDataset(ParsingDataset):
             maps = []
             for path in label_paths:
                 label = self._read_label(path, image_path, shape)
-                self._check_classes(label, path)
+                check_class_ids(label, path, self.num_classes)
                 maps.append(label)
             parsing = np.stack(maps) if maps else np.zeros((0, *shape), np.uint8)
             names = [p.name for p in label_paths]
-        # A person without any part pixel is not ground truth (nothing to parse): drop it.
-        keep = parsing.any(axis=(1, 2))
-        if not keep.all():
-            log.debug(
-                "%s: dropping persons without part pixels: %s",
-                image_id,
-                [names[i] for i in np.flatnonzero(~keep)],
-            )
-        return {"image": image, "parsing": parsing[keep], "image_id": image_id}
+        parsing, _ = drop_empty_persons(parsing, image_id, names, log)
+        return {"image": image, "parsing": parsing, "image_id": image_id}

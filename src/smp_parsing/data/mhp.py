@@ -24,13 +24,17 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from smp_parsing.data.base import ParsingDataset
+from smp_parsing.data.base import (
+    ListedDataset,
+    check_class_ids,
+    drop_empty_persons,
+    index_images,
+)
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker, DataRootError
 from smp_parsing.data.image_files import (
     DEFAULT_MAX_IMAGE_PIXELS,
     open_regular,
     read_image,
-    read_image_size,
     read_label_png,
 )
 from smp_parsing.data.registry import register_dataset
@@ -61,7 +65,6 @@ MHP_V2_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
 )  # fmt: skip
 
 ANNOTATION_NAME = re.compile(r"^(?P<image_id>.+)_(?P<num_persons>\d+)_(?P<person_index>\d+)\.png$")
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 NUM_POSE_ROWS = 20  # 16 MPII joints + face box corners + person box corners
 MISSING_POINT = (-1.0, -1.0, 2.0)  # MHP marks a missing point as (-1, -1, flag=2 "outside")
 
@@ -114,7 +117,7 @@ def read_pose_mat(path: Path, person_indices: list[int]) -> np.ndarray:
 
 
 @register_dataset("mhp", MHP_V2_CLASSES, MHP_V2_FLIP_PAIRS)
-class MHPv2Dataset(ParsingDataset):
+class MHPv2Dataset(ListedDataset):
     """MHP v2.0 multi-human parsing, one item per image.
 
     Args:
@@ -175,10 +178,7 @@ class MHPv2Dataset(ParsingDataset):
                 f"MHP v2 image folder {self.image_dir} is missing.\n{MHP_LAYOUT_HELP}"
             )
 
-        ids = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        if limit is not None:
-            ids = ids[:limit]
-        images = self._index_images()
+        images = index_images(self.image_dir)
         annotations = self._index_annotations(images)
         poses = (
             {p.stem: p for p in self.pose_dir.iterdir() if p.suffix == ".mat"}
@@ -187,25 +187,14 @@ class MHPv2Dataset(ParsingDataset):
         )
 
         self.samples: list[tuple[str, Path, list[tuple[int, Path]], Path | None]] = []
-        for image_id in ids:
-            if image_id not in images:
-                self.tracker.report(
-                    BadSampleError(
-                        list_file, f"lists id {image_id!r} but {self.image_dir} has no image for it"
-                    )
-                )
-                continue
+        for image_id, image_path in self.listed_images(list_file, self.image_dir, images, limit):
             persons = annotations.get(image_id, [])
-            self.samples.append((image_id, images[image_id], persons, poses.get(image_id)))
+            self.samples.append((image_id, image_path, persons, poses.get(image_id)))
 
     @classmethod
     def required_paths(cls, split: str, root: str | Path = ".", **_: Any) -> list[Path]:
         """The list file and the images folder of ``split`` (see :meth:`ParsingDataset.required_paths`)."""
         return [Path(root) / "list" / f"{split}.txt", split_directory(Path(root), split) / "images"]
-
-    def _index_images(self) -> dict[str, Path]:
-        """Map image id -> image file, from one listing of the images folder."""
-        return {p.stem: p for p in self.image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
 
     def _index_annotations(self, images: dict[str, Path]) -> dict[str, list[tuple[int, Path]]]:
         """Group the person PNGs by image id, sorted by person index (``kk``).
@@ -242,24 +231,6 @@ class MHPv2Dataset(ParsingDataset):
                 )
         return grouped
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def image_ids(self) -> list[str]:
-        """Image ids in item order."""
-        return [s[0] for s in self.samples]
-
-    def read_image_sizes(self) -> np.ndarray:
-        """``(N, 2)`` ``(height, width)`` from the image headers (PIL reads no pixel data)."""
-        sizes = np.zeros((len(self.samples), 2), np.int64)
-        for index, (_, image_path, _, _) in enumerate(self.samples):
-            try:
-                sizes[index] = read_image_size(image_path, self.max_image_pixels)
-            except BadSampleError:
-                pass  # (0, 0); reading the sample reports the file
-        return sizes
-
     def load_sample(self, index: int) -> dict[str, Any]:
         """Read and validate one raw sample (no transforms).
 
@@ -276,22 +247,13 @@ class MHPv2Dataset(ParsingDataset):
         maps = []
         for _, path in persons:
             label = read_label_png(path, (height, width), self.max_image_pixels, reference)
-            top = int(label.max(initial=0))
-            if top >= self.num_classes:
-                raise BadSampleError(
-                    path, f"class id {top} out of range 0..{self.num_classes - 1} (R channel)"
-                )
+            check_class_ids(label, path, self.num_classes, " (R channel)")
             maps.append(label)
         parsing = np.stack(maps) if maps else np.zeros((0, height, width), np.uint8)
-        # An all-zero person is not ground truth for the official evaluation: drop it.
-        keep = parsing.any(axis=(1, 2))
-        if not keep.all():
-            log.debug(
-                "%s: dropping all-zero person files %s",
-                image_id,
-                [persons[i][1].name for i in np.flatnonzero(~keep)],
-            )
-        sample: dict[str, Any] = {"image": image, "parsing": parsing[keep], "image_id": image_id}
+        parsing, keep = drop_empty_persons(
+            parsing, image_id, [path.name for _, path in persons], log
+        )
+        sample: dict[str, Any] = {"image": image, "parsing": parsing, "image_id": image_id}
         if pose_path is not None:
             kept_indices = [persons[i][0] for i in np.flatnonzero(keep)]
             sample["keypoints"] = read_pose_mat(pose_path, kept_indices)
