@@ -81,36 +81,67 @@ def the_run_dir(log_dir: Path) -> Path:
     return runs[0]
 
 
-@pytest.mark.slow
-def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_path) -> None:
+def job_env(*drop: str, **extra: str) -> dict[str, str]:
+    """This process's environment with the tests on ``PYTHONPATH`` (for ``PauseAtStep``), one
+    OpenMP thread, no variable of SLURM or torchelastic (nor those named in ``drop``) and
+    ``extra`` on top."""
     env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}  # fmt: skip
-    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_", *drop))]:
         del env[key]
-    straight = run(train_command(synthetic_root, tmp_path / "straight"), env)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    return {**env, **extra}
 
-    marker = tmp_path / "paused"
-    job = train_command(
-        synthetic_root, tmp_path / "job",
+
+def paused_job(
+    synthetic_root: Path, log_dir: Path, marker: Path, step: int, *extra: str
+) -> list[str]:
+    """The training command with ``PauseAtStep(step, marker)`` among its callbacks."""
+    return train_command(
+        synthetic_root, log_dir, *extra,
         "+callbacks.pause._target_=test_preemption.PauseAtStep",
-        f"+callbacks.pause.step={PAUSE_STEP}", f"+callbacks.pause.marker={marker}",
+        f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}",
     )  # fmt: skip
-    job_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "smp"}
+
+
+def signal_at_pause(
+    job: list[str], env: dict[str, str], marker: Path, signum: int
+) -> tuple[int, str]:
+    """Start ``job``, send its process group ``signum`` once it waits at the pause step and
+    return its exit status and output (stdout and stderr together)."""
     # its own process group: the signal reaches the DataLoader worker too, as SLURM's does
-    proc = subprocess.Popen(job, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marker.exists(), "the job never reached the pause step"
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signum)
         output, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, output[-3000:]
+    return proc.returncode, output
+
+
+def assert_same_weights(a: dict, b: dict, global_step: int) -> None:
+    """Both checkpoints end at ``global_step`` with identical weights."""
+    assert a["global_step"] == b["global_step"] == global_step
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_path) -> None:
+    env = job_env(HYDRA_FULL_ERROR="1")
+    straight = run(train_command(synthetic_root, tmp_path / "straight"), env)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    marker = tmp_path / "paused"
+    job = paused_job(synthetic_root, tmp_path / "job", marker, PAUSE_STEP)
+    slurm_env = {**env, "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "smp"}
+    returncode, output = signal_at_pause(job, slurm_env, marker, signal.SIGTERM)
+    assert returncode == 143, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     run_dir = the_run_dir(tmp_path / "job")
     assert run_dir.name == "slurm-4242"
@@ -124,7 +155,7 @@ def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_
     assert best_before["best_model_score"] is not None  # epoch 0 was validated
 
     # the requeued job: the very same command line, into the same directory, from preempted.ckpt
-    resumed = run(job, job_env)
+    resumed = run(job, slurm_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert the_run_dir(tmp_path / "job") == run_dir
     assert (
@@ -133,9 +164,7 @@ def test_sigterm_mid_epoch_then_requeue_equals_straight_run(synthetic_root, tmp_
 
     a = torch.load(the_run_dir(tmp_path / "straight") / "checkpoints/last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    assert_same_weights(a, b, global_step=8)
     # ModelCheckpoint kept its state across the restart: same best score and top-k as straight
     cb_a, cb_b = (
         next(v for k, v in c["callbacks"].items() if "ModelCheckpoint{'monitor': 'val" in k)
@@ -166,31 +195,16 @@ def test_slurm_usr1_stops_at_a_step_requeues_and_the_requeued_job_resumes(
     calls = tmp_path / "scontrol_calls"
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nkill -TERM $PPID\n')
     (bin_dir / "scontrol").chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
-        del env[key]
-    env.update(SLURM_JOB_ID="4343", SLURM_JOB_NAME="smp", SLURM_NTASKS="1", SLURM_PROCID="0",
-               SLURM_LOCALID="0", SLURM_NODEID="0")  # fmt: skip
-    marker = tmp_path / "paused"
-    job = train_command(
-        synthetic_root, tmp_path / "job",
-        "+callbacks.pause._target_=test_preemption.PauseAtStep",
-        f"+callbacks.pause.step={PAUSE_STEP}", f"+callbacks.pause.marker={marker}",
+    env = job_env(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="4343",
+        SLURM_JOB_NAME="smp", SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0",
+        SLURM_NODEID="0",
     )  # fmt: skip
-    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "the job never reached the pause step"
-        os.killpg(proc.pid, signal.SIGUSR1)  # SLURM signals every process of the step
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, output[-3000:]
+    marker = tmp_path / "paused"
+    job = paused_job(synthetic_root, tmp_path / "job", marker, PAUSE_STEP)
+    # SLURM signals every process of the step
+    returncode, output = signal_at_pause(job, env, marker, signal.SIGUSR1)
+    assert returncode == 143, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert calls.read_text().split() == ["requeue", "4343"]  # once: not from the worker too
     assert "SLURM job is requeued" in output
@@ -212,10 +226,7 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp
     # processes (gloo): rank 1 is the command line re-run by rank 0. Both ranks get the signal,
     # Lightning broadcasts rank 0's flag every step, both stop after the same step and save one
     # checkpoint together; the rerun resumes it and ends with the weights of a straight run.
-    env = {**os.environ, "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    for key in [k for k in env if k.startswith(("SLURM_", "TORCHELASTIC_", "LOCAL_RANK"))]:
-        del env[key]
+    env = job_env("LOCAL_RANK")
     ddp = ["+trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
            "data.num_workers=0", "data.persistent_workers=false"]  # fmt: skip
     straight = run(train_command(synthetic_root, tmp_path / "straight", *ddp), env)
@@ -223,24 +234,9 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp
 
     marker = tmp_path / "paused"
     step = 3  # 2 steps per epoch and rank: the first step of the second epoch
-    job = train_command(
-        synthetic_root, tmp_path / "job", *ddp,
-        "+callbacks.pause._target_=test_preemption.PauseAtStep",
-        f"+callbacks.pause.step={step}", f"+callbacks.pause.marker={marker}",
-    )  # fmt: skip
-    proc = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), "the job never reached the pause step"
-        os.killpg(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 143, output[-3000:]
+    job = paused_job(synthetic_root, tmp_path / "job", marker, step, *ddp)
+    returncode, output = signal_at_pause(job, env, marker, signal.SIGTERM)
+    assert returncode == 143, output[-3000:]
     run_dir = the_run_dir(tmp_path / "job")
     state = torch.load(run_dir / "checkpoints" / "preempted.ckpt", weights_only=True)
     assert state["global_step"] == step
@@ -250,6 +246,4 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp
     assert the_run_dir(tmp_path / "job") == run_dir
     a = torch.load(the_run_dir(tmp_path / "straight") / "checkpoints/last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 4
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    assert_same_weights(a, b, global_step=4)
