@@ -38,22 +38,16 @@ class GeneratedTree:
     Args:
         generator: A :class:`~smp_parsing.data.synthetic.SyntheticMHPGenerator` (or a subclass:
             :class:`~smp_parsing.data.synthetic_cihp.SyntheticCIHPGenerator`).
-        num_train: Train images to generate.
-        num_val: Val images to generate.
-        seed: Generator seed.
+        generation: The counts and the seed of ``generator.generate`` (``num_train``,
+            ``num_val``, ``seed``; see :class:`GeneratedDataModule`).
         workers: Processes used to generate.
     """
 
     def __init__(
-        self,
-        generator: SyntheticMHPGenerator,
-        num_train: int = 1000,
-        num_val: int = 200,
-        seed: int = 0,
-        workers: int = 1,
+        self, generator: SyntheticMHPGenerator, generation: dict[str, int], workers: int = 1
     ) -> None:
         self.generator = generator
-        self.generation = {"num_train": num_train, "num_val": num_val, "seed": seed}
+        self.generation = dict(generation)
         self.workers = workers
 
     def recipe(self) -> dict[str, Any]:
@@ -127,5 +121,6 @@ class GeneratedDataModule(ParsingDataModule):
         generate_workers: int = 1,
         **datamodule: Any,
     ) -> None:
-        tree = GeneratedTree(generator, num_train, num_val, seed, generate_workers)
+        generation = {"num_train": num_train, "num_val": num_val, "seed": seed}
+        tree = GeneratedTree(generator, generation, generate_workers)
         super().__init__(prepare=tree, **datamodule)
