@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smp_parsing.models.dcn import ModulatedDeformConv2d, deform_conv2d_fp32
+from smp_parsing.models.layers.dcn import ModulatedDeformConv2d, deform_conv2d_fp32
 
 pytestmark = [
     pytest.mark.gpu,

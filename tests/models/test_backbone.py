@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from smp_parsing.models.backbone import PretrainedWeightsError, ResNetBackbone
-from smp_parsing.models.dcn import ModulatedDeformConv2d, deform_conv2d_sampled
+from smp_parsing.models.layers.dcn import ModulatedDeformConv2d, deform_conv2d_sampled
 
 
 def _bn_stats(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
-from smp_parsing.models.center_head import CenterHead, resize_concat
-from smp_parsing.models.coordconv import add_coord_channels, coord_channels
-from smp_parsing.models.mask_feature import MaskFeatureBranch
-from smp_parsing.models.offset_head import GroupedAdaptBlock, OffsetHead
-from smp_parsing.models.part_head import PartHead
+from smp_parsing.models.heads.center_head import CenterHead, resize_concat
+from smp_parsing.models.heads.mask_feature import MaskFeatureBranch
+from smp_parsing.models.heads.offset_head import GroupedAdaptBlock, OffsetHead
+from smp_parsing.models.heads.part_head import PartHead
+from smp_parsing.models.layers.coordconv import add_coord_channels, coord_channels
 from smp_parsing.models.smp import scale_grid
 
 BASE_GRIDS = [40, 36, 24, 16, 12]

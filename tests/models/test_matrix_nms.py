@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from smp_parsing.models.matrix_nms import matrix_nms, pack_by_group
+from smp_parsing.models.layers.matrix_nms import matrix_nms, pack_by_group
 
 
 def loop_matrix_nms(masks, labels, scores, kernel, sigma):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from smp_parsing.models.part_head import PartHead
-from smp_parsing.models.rfr import RefinedFeatureRetain
+from smp_parsing.models.heads.part_head import PartHead
+from smp_parsing.models.heads.rfr import RefinedFeatureRetain
 
 
 def _attention_loop(kernel_feat: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from benchmarks.common import TINY_OVERRIDES, build_smp
 from torch import nn
 
-from smp_parsing.models.dcn import ModulatedDeformConv2d
 from smp_parsing.models.deploy.winograd import (
     WinogradConv2d,
     convert_to_winograd,
@@ -16,6 +15,7 @@ from smp_parsing.models.deploy.winograd import (
     transform_weight,
     winograd_conv2d,
 )
+from smp_parsing.models.layers.dcn import ModulatedDeformConv2d
 
 
 def _reference(x, weight, bias, padding):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import get_weight, resnet
 
-from smp_parsing.models.dcn import ModulatedDeformConv2d
+from smp_parsing.models.layers.dcn import ModulatedDeformConv2d
 
 _RESNETS = {
     18: (resnet.resnet18, "ResNet18_Weights.IMAGENET1K_V1"),
@@ -139,7 +139,7 @@ class ResNetBackbone(nn.Module):
             ``train()``; the BN affine parameters of unfrozen stages still learn.
         dcn_stages: four booleans, stage 1..4; in a ``True`` stage every 3x3 conv of every
             block (Bottleneck: ``conv2``; BasicBlock: ``conv1`` and ``conv2``) becomes a
-            :class:`~smp_parsing.models.dcn.ModulatedDeformConv2d`.
+            :class:`~smp_parsing.models.layers.dcn.ModulatedDeformConv2d`.
         base_width: channels of the stem and stage 1 (64 in every torchvision ResNet); stages
             2-4 double it each time. A smaller width (e.g. 32) gives a CPU-sized trunk with the
             same structure; it cannot load ImageNet weights, so it needs ``pretrained="none"``.

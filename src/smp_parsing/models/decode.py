@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smp_parsing.models.matrix_nms import matrix_nms, pack_by_group
+from smp_parsing.models.layers.matrix_nms import matrix_nms
+from smp_parsing.models.layers.packing import pack_by_group
+from smp_parsing.models.layers.precision import full_precision
 from smp_parsing.models.outputs import SMPOutputs
-from smp_parsing.models.precision import full_precision
 
 GROUPINGS = ("release", "pointed_cell")
 

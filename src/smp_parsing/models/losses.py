@@ -3,7 +3,7 @@ masks, scale-weighted Smooth L1 for offsets.
 
 Shapes convention: B batch size, C_P part classes, S_c center grid, S_l part grid of level
 l, C_K kernel length, P positive part cells (all levels), h x w = H/4 x W/4 mask size.
-Every function runs in fp32 under autocast (:mod:`smp_parsing.models.precision`).
+Every function runs in fp32 under autocast (:mod:`smp_parsing.models.layers.precision`).
 Every term stays finite and connected to the graph when there is no positive
 (``x.sum() * 0``), so every parameter gets a (zero) gradient.
 """
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from smp_parsing.models.matrix_nms import pack_by_group
+from smp_parsing.models.layers.packing import pack_by_group
+from smp_parsing.models.layers.precision import full_precision
 from smp_parsing.models.outputs import SMPOutputs
-from smp_parsing.models.precision import full_precision
 from smp_parsing.models.targets import SMPTargets
 
 

@@ -20,17 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from smp_parsing.models.center_head import CenterHead, resize_concat
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.fpn import FPN
+from smp_parsing.models.heads.center_head import CenterHead, resize_concat
+from smp_parsing.models.heads.mask_feature import MaskFeatureBranch
+from smp_parsing.models.heads.mir import MIRHead
+from smp_parsing.models.heads.offset_head import OffsetHead
+from smp_parsing.models.heads.part_head import PartHead
+from smp_parsing.models.heads.rfr import RefinedFeatureRetain
+from smp_parsing.models.layers.precision import autocast_off
 from smp_parsing.models.losses import positive_mask_logits, smp_losses
-from smp_parsing.models.mask_feature import MaskFeatureBranch
-from smp_parsing.models.mir import MIRHead
-from smp_parsing.models.offset_head import OffsetHead
 from smp_parsing.models.outputs import SMPOutputs
-from smp_parsing.models.part_head import PartHead
-from smp_parsing.models.precision import autocast_off
-from smp_parsing.models.rfr import RefinedFeatureRetain
 from smp_parsing.models.targets import SMPTargets, build_smp_targets
 
 ModuleSpec = Callable[..., nn.Module] | Mapping[str, Any] | None

@@ -156,6 +156,33 @@ def _check_node(node: Any, where: str, key: str) -> None:
         )
 
 
+# Classes whose module moved (issue 15: models/heads/): a checkpoint written before names the
+# old path in its stored config; the target is renamed before it is checked and built.
+MOVED_TARGETS = {
+    f"smp_parsing.models.{module}.{cls}": f"smp_parsing.models.heads.{module}.{cls}"
+    for module, cls in (
+        ("mask_feature", "MaskFeatureBranch"),
+        ("part_head", "PartHead"),
+        ("center_head", "CenterHead"),
+        ("offset_head", "OffsetHead"),
+        ("rfr", "RefinedFeatureRetain"),
+        ("mir", "MIRHead"),
+    )
+}
+
+
+def _moved(node: Any) -> Any:
+    """``node`` with every ``_target_`` of :data:`MOVED_TARGETS` renamed (a new container)."""
+    if isinstance(node, dict):
+        return {
+            k: MOVED_TARGETS.get(v, v) if k == "_target_" and isinstance(v, str) else _moved(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, (list, tuple)):
+        return [_moved(v) for v in node]
+    return node
+
+
 def checked_config(stored: Any, ckpt_path: str | Path, name: str) -> DictConfig:
     """A config read from a checkpoint, as a ``DictConfig``, once it is known to be harmless.
 
@@ -171,6 +198,7 @@ def checked_config(stored: Any, ckpt_path: str | Path, name: str) -> DictConfig:
     where = f"{ckpt_path} ({name})"
     if not isinstance(stored, dict):
         raise CheckpointRefusedError(f"{where}: expected a dict, got {type(stored).__name__}")
+    stored = _moved(stored)
     _check_node(stored, where, "")
     return OmegaConf.create(stored)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from smp_parsing.models.precision import full_precision
+from smp_parsing.models.layers.precision import full_precision
 from smp_parsing.models.targets.center import CenterTargets, build_center_targets
 from smp_parsing.models.targets.instances import (
     BatchInstances,

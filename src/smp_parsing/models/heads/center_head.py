@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smp_parsing.models.coordconv import add_coord_channels
-from smp_parsing.models.layers import ConvGNReLU, ConvTower, bias_for_prior, init_conv_normal
+from smp_parsing.models.layers.blocks import ConvGNReLU, ConvTower, bias_for_prior, init_conv_normal
+from smp_parsing.models.layers.coordconv import add_coord_channels
 
 
 def resize_concat(feats: Sequence[Tensor], grid: int) -> Tensor:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from smp_parsing.models.precision import full_precision
+from smp_parsing.models.layers.packing import consecutive_ids, pack_by_group
+from smp_parsing.models.layers.precision import full_precision
 
 
 @full_precision
@@ -60,7 +61,7 @@ def matrix_nms(
     # Sort by score (descending), then group by label keeping that order inside a group.
     by_score = torch.argsort(scores, descending=True, stable=True)
     order = by_score[torch.argsort(labels[by_score], stable=True)]
-    group = _consecutive_ids(labels[order])  # no unique_consecutive: no host read
+    group = consecutive_ids(labels[order])  # no unique_consecutive: no host read
     counts = torch.zeros(num, dtype=torch.long, device=group.device)
     counts.index_add_(0, group, torch.ones_like(group))
     # A candidate alone with its label keeps its score: IoUs are computed only for the
@@ -69,7 +70,7 @@ def matrix_nms(
     coefficient = torch.ones(num, dtype=torch.float32, device=scores.device)
     members = order[shared]
     if members.numel():
-        sub_group = _consecutive_ids(group[shared])
+        sub_group = consecutive_ids(group[shared])
         packed, slot = pack_by_group(flat[members].to(torch.float32), sub_group)  # (G, K, D)
         packed_area = areas.new_zeros(packed.shape[:2])
         packed_area[slot[:, 0], slot[:, 1]] = areas[members]
@@ -86,47 +87,3 @@ def matrix_nms(
     out = torch.empty_like(scores)
     out[order] = scores[order] * coefficient.to(scores.dtype)
     return out
-
-
-def _consecutive_ids(sorted_labels: Tensor) -> Tensor:
-    """``0, 0, 1, 1, 1, 2, ...``: the run index of each entry of a sorted label vector
-    (``unique_consecutive``'s inverse, without its host read of the output size)."""
-    change = torch.ones_like(sorted_labels, dtype=torch.long)
-    change[0] = 0
-    change[1:] = (sorted_labels[1:] != sorted_labels[:-1]).long()
-    return torch.cumsum(change, 0)
-
-
-def pack_by_group(
-    values: Tensor, group: Tensor, num_groups: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Pack rows into a zero-padded ``(G, K_max, ...)`` tensor by group, order kept.
-
-    Args:
-        values: ``(N, ...)`` rows.
-        group: ``(N,)`` long group ids in ``0..G-1``.
-        num_groups: G; ``max(group) + 1`` when ``None``.
-
-    Returns:
-        ``packed`` ``(G, K_max, ...)`` and ``slot`` ``(N, 2)`` long ``(group, rank)`` of each
-        row in ``packed``.
-    """
-    if group.numel() == 0:
-        return values.new_zeros(num_groups or 0, 0, *values.shape[1:]), group.new_zeros(0, 2)
-    order = torch.argsort(group, stable=True)
-    sorted_group = group[order]
-    # Rank inside the group = position - position of the group's first row (a running max
-    # of the group starts): no per-group counts, so G and K_max come from one host read.
-    position = torch.arange(group.numel(), device=group.device)
-    is_start = torch.ones_like(sorted_group, dtype=torch.bool)
-    is_start[1:] = sorted_group[1:] != sorted_group[:-1]
-    rank_sorted = position - torch.where(is_start, position, 0).cummax(0).values
-    rank = torch.empty_like(rank_sorted)
-    rank[order] = rank_sorted
-    if num_groups is None:
-        num_groups, k_max = torch.stack([sorted_group[-1] + 1, rank_sorted.max() + 1]).tolist()
-    else:
-        k_max = int(rank_sorted.max()) + 1
-    packed = values.new_zeros(num_groups, k_max, *values.shape[1:])
-    packed[group, rank] = values
-    return packed, torch.stack([group, rank], 1)

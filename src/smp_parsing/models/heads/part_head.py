@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smp_parsing.models.coordconv import add_coord_channels
-from smp_parsing.models.layers import ConvTower, bias_for_prior, init_conv_normal
-from smp_parsing.models.rfr import RefinedFeatureRetain
+from smp_parsing.models.heads.rfr import RefinedFeatureRetain
+from smp_parsing.models.layers.blocks import ConvTower, bias_for_prior, init_conv_normal
+from smp_parsing.models.layers.coordconv import add_coord_channels
 
 
 def part_level_features(feats: Sequence[Tensor]) -> list[Tensor]:
@@ -58,7 +58,7 @@ class PartHead(nn.Module):
         num_convs: depth of each tower (4 in the paper).
         num_groups: GroupNorm groups.
         prior_prob: initial foreground probability of the category logits (0.01).
-        rfr: optional :class:`~smp_parsing.models.rfr.RefinedFeatureRetain` applied
+        rfr: optional :class:`~smp_parsing.models.heads.rfr.RefinedFeatureRetain` applied
             between the towers and the category output conv.
 
     Shapes:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smp_parsing.models.coordconv import add_coord_channels
-from smp_parsing.models.layers import ConvGNReLU, init_conv_normal
+from smp_parsing.models.layers.blocks import ConvGNReLU, init_conv_normal
+from smp_parsing.models.layers.coordconv import add_coord_channels
 
 
 class MaskFeatureBranch(nn.Module):

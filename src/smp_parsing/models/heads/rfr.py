@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smp_parsing.models.dcn import deform_conv2d_fp32
+from smp_parsing.models.layers.dcn import deform_conv2d_fp32
 
 
 class RefinedFeatureRetain(nn.Module):

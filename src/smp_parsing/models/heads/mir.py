@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from smp_parsing.models.layers import ConvTower, bias_for_prior, init_conv_normal
+from smp_parsing.models.layers.blocks import ConvTower, bias_for_prior, init_conv_normal
 
 
 def mask_boxes(masks: Tensor, threshold: float = 0.5) -> Tensor:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from smp_parsing.models.coordconv import add_coord_channels
-from smp_parsing.models.dcn import deform_conv2d_fp32
-from smp_parsing.models.layers import init_conv_normal
+from smp_parsing.models.layers.blocks import init_conv_normal
+from smp_parsing.models.layers.coordconv import add_coord_channels
+from smp_parsing.models.layers.dcn import deform_conv2d_fp32
 
 
 def _regular_grid() -> Tensor:
