@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path, monkeypatch):
     assert report.is_file()
     run_dir = report.parent.parent
     assert (run_dir / "eval" / "metrics.json").is_file()
+    # evaluate and predict ran from the checkpoint alone: no experiment=, yet the run's own data set
+    for stage in ("eval", "predict"):
+        ran = (run_dir / stage / ".hydra" / "overrides.yaml").read_text()
+        assert "experiment=" not in ran, ran
+    evaluated = json.loads((run_dir / "eval" / "metrics.json").read_text())["metrics"]
+    assert evaluated["num_images"] == 4
     assert len(list((run_dir / "predictions" / "overlays").glob("*.png"))) == 4
     assert (run_dir / "report" / "curves.png").is_file()
     assert Path(run_dir / "predictions" / "scores.json").is_file()

@@ -5,9 +5,10 @@ the quick start exercises the same code paths as real experiments:
 
 1. ``python -m smp_parsing.train experiment=synthetic`` (generates the synthetic MHP v2 set on first
    use, trains on the CPU, keeps the best checkpoint by ``val/APpvol``);
-2. ``python -m smp_parsing.evaluate`` on the best checkpoint over the synthetic val split
-   (``metrics.json`` + a table on stdout);
-3. ``python -m smp_parsing.predict`` on a handful of val images (MHP-layout person maps,
+2. ``python -m smp_parsing.evaluate`` on the best checkpoint over the synthetic val split, each
+   image run alone (``metrics.json`` + a table on stdout); without ``experiment=``: the checkpoint
+   carries its data set and test transform;
+3. ``python -m smp_parsing.predict`` (also from the checkpoint alone) on a handful of val images (MHP-layout person maps,
    ``scores.json`` and overlay PNGs);
 4. :func:`smp_parsing.run_summary.write_run_summary`: metrics table, loss/metric curves, overlays.
 
@@ -91,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     run_dir = root / "logs" / "quickstart" / f"{stamp}_{os.getpid()}"
     # a literal root keeps the saved job configs resolvable outside Hydra (see resolved_data_dir)
     common = [f"experiment={EXPERIMENT}", f"paths.root_dir={root}", *overrides]
+    # evaluate and predict get no experiment=: the checkpoint says which data set, classes and test
+    # transform it was trained with (utils/checkpoint.inference_metadata), as for a downloaded one
+    from_ckpt = [f"paths.root_dir={root}", *overrides]
     times: dict[str, float] = {}
 
     times["train"] = run_stage(
@@ -104,10 +108,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
         raise SystemExit(f"training wrote no checkpoint path into {run_dir / 'train/metrics.json'}")
 
     times["evaluate"] = run_stage(
-        "2/4 evaluate (best checkpoint, synthetic val split)",
+        "2/4 evaluate (best checkpoint alone, synthetic val split, one image at a time)",
         [
             "smp_parsing.evaluate",
-            *common,
+            *from_ckpt,
             "split=val",
             f"ckpt_path={ckpt}",
             f"hydra.run.dir={run_dir / 'eval'}",
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "3/4 predict (a few val images)",
         [
             "smp_parsing.predict",
-            *common,
+            *from_ckpt,
             f"ckpt_path={ckpt}",
             f"input={inputs}",
             f"output={run_dir / 'predictions'}",
