@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -741,14 +742,37 @@ class SyntheticMHPGenerator:
         for split, count in (("train", num_train), ("val", num_val)):
             for sub in ("images", "parsing_annos", "pose_annos"):
                 (root / split / sub).mkdir(parents=True, exist_ok=True)
-            jobs = [(root, seed, split, i) for i in range(count)]
-            if workers > 1 and count > 1:
-                with get_context("spawn").Pool(workers) as pool:
-                    ids = pool.starmap(self.write_sample, jobs, chunksize=16)
-            else:
-                ids = [self.write_sample(*job) for job in jobs]
+            ids = self.write_split(root, seed, split, count, workers)
             # The list file is written last: its presence marks a complete split.
             (root / "list" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+
+    def write_split(self, root: Path, seed: int, split: str, count: int, workers: int) -> list[Any]:
+        """Write the ``count`` samples of ``split`` under ``root`` (:meth:`write_sample`).
+
+        Args:
+            workers: Processes used to render (1 = in this process).
+
+        Returns:
+            What :meth:`write_sample` returned for each sample, in index order.
+        """
+        jobs = [(root, seed, split, i) for i in range(count)]
+        if workers > 1 and count > 1:
+            with get_context("spawn").Pool(workers) as pool:
+                return pool.starmap(self.write_sample, jobs, chunksize=16)
+        return [self.write_sample(*job) for job in jobs]
+
+
+def add_tree_arguments(parser: argparse.ArgumentParser, generator: type) -> None:
+    """The options every synthetic-tree CLI has: the folder, the counts, the seed, the workers
+    and the image size and figure count (defaults: ``generator``'s)."""
+    defaults = inspect.signature(generator).parameters
+    parser.add_argument("--root", required=True, type=Path, help="output folder")
+    parser.add_argument("--num-train", type=int, default=1000)
+    parser.add_argument("--num-val", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="processes used to render")
+    parser.add_argument("--size", type=int, default=defaults["size"].default, help="long side (px)")
+    parser.add_argument("--max-persons", type=int, default=defaults["max_persons"].default)
 
 
 def _partial_prefix(root: Path) -> str:
@@ -826,13 +850,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     defaults = inspect.signature(SyntheticMHPGenerator).parameters
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, type=Path, help="output folder")
-    parser.add_argument("--num-train", type=int, default=1000)
-    parser.add_argument("--num-val", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="processes used to render")
-    parser.add_argument("--size", type=int, default=defaults["size"].default, help="long side (px)")
-    parser.add_argument("--max-persons", type=int, default=defaults["max_persons"].default)
+    add_tree_arguments(parser, SyntheticMHPGenerator)
     low, high = defaults["scale_range"].default
     parser.add_argument(
         "--min-scale", type=float, default=low, help="smallest figure height / image height"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,12 @@ import numpy as np
 
 from smp_parsing.data.cihp import CIHP_CLASSES, LAYOUTS, OFFICIAL_SPLIT_DIRS
 from smp_parsing.data.mhp import MHP_V2_CLASSES
-from smp_parsing.data.synthetic import PNG_FLAGS, VAL_ID_OFFSET, SyntheticMHPGenerator
+from smp_parsing.data.synthetic import (
+    PNG_FLAGS,
+    VAL_ID_OFFSET,
+    SyntheticMHPGenerator,
+    add_tree_arguments,
+)
 
 # MHP v2 class -> CIHP class (LIP label space). CIHP's arms and legs include the bare hands and
 # feet; bags, belts' buckles and other carried objects are not labelled in CIHP (background).
@@ -165,12 +169,7 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
                 subs = [root / f"{split}_img", root / f"{split}_parsing", root / "annotations"]
             for sub in subs:
                 sub.mkdir(parents=True, exist_ok=True)
-            jobs = [(root, seed, split, i) for i in range(count)]
-            if workers > 1 and count > 1:
-                with get_context("spawn").Pool(workers) as pool:
-                    results = pool.starmap(self.write_sample, jobs, chunksize=16)
-            else:
-                results = [self.write_sample(*job) for job in jobs]
+            results = self.write_split(root, seed, split, count, workers)
             if self.layout == "official":
                 (folder / f"{split}_id.txt").write_text("".join(f"{i}\n" for i in results))
                 continue
@@ -188,14 +187,8 @@ class SyntheticCIHPGenerator(SyntheticMHPGenerator):
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: write a synthetic CIHP tree in one of the two layouts."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, type=Path, help="output folder")
+    add_tree_arguments(parser, SyntheticMHPGenerator)
     parser.add_argument("--layout", choices=LAYOUTS, default="official")
-    parser.add_argument("--num-train", type=int, default=1000)
-    parser.add_argument("--num-val", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1, help="processes used to render")
-    parser.add_argument("--size", type=int, default=384, help="long side (px)")
-    parser.add_argument("--max-persons", type=int, default=8)
     args = parser.parse_args(argv)
     generator = SyntheticCIHPGenerator(
         layout=args.layout, size=args.size, max_persons=args.max_persons, write_pose=False
