@@ -6,8 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from smp_parsing.models.heads.mir import MIRHead, mask_boxes
-from smp_parsing.models.smp import semantic_targets
+from smp_parsing.models.heads.mir import MIRHead, mask_boxes, semantic_targets
 
 
 def _boxes_loop(masks: torch.Tensor) -> torch.Tensor:

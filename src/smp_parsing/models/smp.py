@@ -16,9 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
 
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.fpn import FPN
@@ -28,8 +26,7 @@ from smp_parsing.models.heads.mir import MIRHead
 from smp_parsing.models.heads.offset_head import OffsetHead
 from smp_parsing.models.heads.part_head import PartHead
 from smp_parsing.models.heads.rfr import RefinedFeatureRetain
-from smp_parsing.models.layers.precision import autocast_off
-from smp_parsing.models.losses import positive_mask_logits, smp_losses
+from smp_parsing.models.losses import smp_losses
 from smp_parsing.models.outputs import SMPOutputs
 from smp_parsing.models.targets import SMPTargets, build_smp_targets
 
@@ -284,48 +281,8 @@ class SMP(nn.Module):
         return losses
 
     def mir_loss(self, outputs: SMPOutputs, targets: SMPTargets) -> Tensor:
-        """MIR loss: sigmoid focal on the classes of positive part masks + semantic CE.
-
-        The RoIs are the *predicted* masks of the positive part cells (detached: MIR must
-        not move the part head), labelled with the class of the part that owns the cell.
-
-        Args:
-            outputs: float32 outputs with ``mir_feat`` and ``mir_semantic``.
-            targets: the batch targets.
-
-        Returns:
-            0-dim weighted loss.
-        """
-        cfg = self.mir_loss_cfg
-        parts = targets.parts
-        idx = torch.arange(parts.pos_batch.numel(), device=parts.pos_batch.device)
-        max_rois = int(cfg["max_rois"])
-        if idx.numel() > max_rois:
-            idx = idx[torch.randperm(idx.numel(), device=idx.device)[:max_rois]]
-        with torch.no_grad():
-            masks = positive_mask_logits(
-                outputs.kernels,
-                outputs.mask_feat,
-                parts.pos_batch[idx],
-                parts.pos_level[idx],
-                parts.pos_cell[idx],
-            ).sigmoid()
-        # The RoI head is part of the network: it runs in the ambient (autocast) precision.
-        logits = self.mir_head.classify(outputs.mir_feat, masks, parts.pos_batch[idx])
-        with autocast_off():  # the loss terms in fp32
-            logits = logits.float()
-            labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
-            classes = torch.arange(self.num_parts, device=labels.device)
-            onehot = (labels[:, None] == classes).to(logits.dtype)  # F.one_hot syncs
-            cls = sigmoid_focal_loss(
-                logits, onehot, alpha=cfg["focal_alpha"], gamma=cfg["focal_gamma"],
-                reduction="sum",
-            ) / max(int(idx.numel()), 1)  # fmt: skip
-            # Every MIR parameter in the graph even with no RoI (DDP).
-            cls = cls + sum(p.sum() * 0 for p in self.mir_head.parameters())
-            semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
-            sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
-            return cfg["weight"] * cls + cfg["semantic_weight"] * sem
+        """MIR loss (:meth:`MIRHead.loss`) with the ``mir_loss`` settings of the config."""
+        return self.mir_head.loss(outputs, targets, **self.mir_loss_cfg)
 
     def freeze_for_mir(self) -> None:
         """Second training stage of the paper: train MIR only, everything else frozen.
@@ -386,48 +343,10 @@ class SMP(nn.Module):
         return preds
 
     def mir_relabel(self, mir_feat: Tensor, pred: dict, meta: dict) -> dict:
-        """Reclassify every decoded part of one image with MIR (all parts at once).
-
-        Each (person, class) region of the decoded maps is a mask of interest; it is
-        brought back to the F_mask grid (nearest), classified, and repainted with the MIR
-        class when MIR's probability for it exceeds ``mir_score_thr``.
-
-        Args:
-            mir_feat: ``(1, C, h, w)``.
-            pred: one decoded image (``parsing`` ``(P, H0, W0)`` uint8).
-            meta: its meta (``img_size``).
-
-        Returns:
-            ``pred`` with relabelled ``parsing``.
-        """
-        parsing = pred["parsing"]
-        if parsing.shape[0] == 0:
-            return pred
-        h_img, w_img = meta["img_size"]
-        hf, wf = mir_feat.shape[-2:]
-        s = self.mask_stride
-        small = F.interpolate(
-            parsing[:, None].float(), size=(max(1, h_img // s), max(1, w_img // s)), mode="nearest"
-        )[:, 0].long()
-        grid = small.new_zeros((parsing.shape[0], hf, wf))
-        grid[:, : small.shape[1], : small.shape[2]] = small[:, :hf, :wf]
-        # (person, class) pairs present, without a (P, C, h, w) one-hot: flat keys p * C + c.
-        num_persons, c = grid.shape[0], self.num_classes
-        keys = (torch.arange(num_persons, device=grid.device)[:, None, None] * c + grid).flatten()
-        present = torch.zeros(num_persons * c, dtype=torch.bool, device=grid.device)
-        present[keys] = True
-        person, cls = present.view(num_persons, c)[:, 1:].nonzero(as_tuple=True)
-        if person.numel() == 0:
-            return pred
-        masks = (grid.to(torch.uint8)[person] == (cls + 1).to(torch.uint8)[:, None, None]).float()
-        logits = self.mir_head.classify(mir_feat, masks, torch.zeros_like(person))
-        prob, new_cls = logits.float().sigmoid().max(dim=1)
-        new_cls = torch.where(prob > self.mir_score_thr, new_cls, cls)
-        # Lookup table per person: old label -> new label, applied at full resolution.
-        table = torch.arange(self.num_classes, device=parsing.device).repeat(parsing.shape[0], 1)
-        table[person, cls + 1] = new_cls + 1
-        relabelled = torch.gather(table, 1, parsing.long().flatten(1)).view_as(parsing)
-        return {**pred, "parsing": relabelled.to(parsing.dtype)}
+        """One decoded image relabelled by MIR (:meth:`MIRHead.relabel`) at ``mir_score_thr``."""
+        return self.mir_head.relabel(
+            mir_feat, pred, meta, mask_stride=self.mask_stride, score_thr=self.mir_score_thr
+        )
 
     # ------------------------------------------------------------------ helpers
     def num_parameters(self, trainable_only: bool = False) -> dict[str, int]:
@@ -448,29 +367,6 @@ class SMP(nn.Module):
         return counts
 
 
-def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
-    """Semantic labels at the mask stride from the part instances of the batch.
-
-    Args:
-        targets: batch targets; ``instances.parts.masks`` ``(M, h, w)`` at the mask stride.
-        size: ``(h, w)`` of the semantic logits.
-
-    Returns:
-        ``(B, h, w)`` long class map (0 = background; overlapping persons: the larger class
-        id wins, a deterministic rule for the rare overlap pixels).
-    """
-    inst = targets.instances
-    parts = inst.parts
-    h, w = int(size[0]), int(size[1])
-    sem = torch.zeros((inst.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
-    m = parts.labels.numel()
-    if m == 0:
-        return sem.view(-1, h, w)
-    values = parts.masks[:, :h, :w].reshape(m, -1).long() * parts.labels[:, None]
-    sem.scatter_reduce_(0, parts.batch_idx[:, None].expand(-1, h * w), values, "amax")
-    return sem.view(-1, h, w)
-
-
 def _float32(outputs: SMPOutputs) -> SMPOutputs:
     """Outputs cast to float32 (losses and decoding stay in fp32 under AMP)."""
     return outputs.apply(Tensor.float)
@@ -483,4 +379,4 @@ def _zero_like_graph(outputs: SMPOutputs) -> Tensor:
     return total * 0
 
 
-__all__ = ["SMP", "scale_grid", "semantic_targets"]
+__all__ = ["SMP", "scale_grid"]

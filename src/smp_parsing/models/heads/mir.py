@@ -10,18 +10,29 @@ Built from the paper (the release's version is switched off and broken):
   multiplied by the ``roi_align`` of the mask itself (the mask *is* the region of
   interest), a conv with a 14 x 14 kernel, two fully connected layers -> C_P logits.
 
-At inference the logits re-score and relabel the decoded parts; the module is trained as
-a plug-in stage with the rest of SMP frozen (``SMP.freeze_for_mir``), with a sigmoid focal
-loss on the RoI classes plus the semantic cross entropy.
+At inference the logits re-score and relabel the decoded parts (:meth:`MIRHead.relabel`); the
+module is trained as a plug-in stage with the rest of SMP frozen (``SMP.freeze_for_mir``), with a
+sigmoid focal loss on the RoI classes plus the semantic cross entropy (:meth:`MIRHead.loss`, its
+semantic labels from :func:`semantic_targets`). Everything MIR is here; ``SMP`` only calls it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
+from torchvision.ops import roi_align, sigmoid_focal_loss
 
 from smp_parsing.models.layers.blocks import ConvTower, bias_for_prior, init_conv_normal
+from smp_parsing.models.layers.precision import autocast_off
+from smp_parsing.models.losses import positive_mask_logits
+
+if TYPE_CHECKING:
+    from smp_parsing.models.outputs import SMPOutputs
+    from smp_parsing.models.targets import SMPTargets
 
 
 def mask_boxes(masks: Tensor, threshold: float = 0.5) -> Tensor:
@@ -151,3 +162,131 @@ class MIRHead(nn.Module):
             aligned=True,
         )
         return self.fc(self.roi_conv(roi_feat * roi_mask))
+
+    def loss(
+        self,
+        outputs: SMPOutputs,
+        targets: SMPTargets,
+        *,
+        weight: float = 1.0,
+        semantic_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        max_rois: int = 512,
+    ) -> Tensor:
+        """MIR loss: sigmoid focal on the classes of positive part masks + semantic CE.
+
+        The RoIs are the *predicted* masks of the positive part cells (detached: MIR must
+        not move the part head), labelled with the class of the part that owns the cell.
+
+        Args:
+            outputs: float32 outputs with ``mir_feat`` and ``mir_semantic``.
+            targets: the batch targets.
+            weight: weight of the RoI focal term.
+            semantic_weight: weight of the semantic cross entropy.
+            focal_alpha: focal alpha.
+            focal_gamma: focal gamma.
+            max_rois: RoIs sampled per batch (at random when there are more positives).
+
+        Returns:
+            0-dim weighted loss.
+        """
+        parts = targets.parts
+        idx = torch.arange(parts.pos_batch.numel(), device=parts.pos_batch.device)
+        max_rois = int(max_rois)
+        if idx.numel() > max_rois:
+            idx = idx[torch.randperm(idx.numel(), device=idx.device)[:max_rois]]
+        with torch.no_grad():
+            masks = positive_mask_logits(
+                outputs.kernels,
+                outputs.mask_feat,
+                parts.pos_batch[idx],
+                parts.pos_level[idx],
+                parts.pos_cell[idx],
+            ).sigmoid()
+        # The RoI head is part of the network: it runs in the ambient (autocast) precision.
+        logits = self.classify(outputs.mir_feat, masks, parts.pos_batch[idx])
+        with autocast_off():  # the loss terms in fp32
+            logits = logits.float()
+            labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
+            classes = torch.arange(self.num_classes, device=labels.device)
+            onehot = (labels[:, None] == classes).to(logits.dtype)  # F.one_hot syncs
+            cls = sigmoid_focal_loss(
+                logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
+            ) / max(int(idx.numel()), 1)
+            # Every MIR parameter in the graph even with no RoI (DDP).
+            cls = cls + sum(p.sum() * 0 for p in self.parameters())
+            semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
+            sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
+            return weight * cls + semantic_weight * sem
+
+    def relabel(
+        self, mir_feat: Tensor, pred: dict, meta: dict, *, mask_stride: int, score_thr: float
+    ) -> dict:
+        """Reclassify every decoded part of one image with MIR (all parts at once).
+
+        Each (person, class) region of the decoded maps is a mask of interest; it is
+        brought back to the F_mask grid (nearest), classified, and repainted with the MIR
+        class when MIR's probability for it exceeds ``score_thr``.
+
+        Args:
+            mir_feat: ``(1, C, h, w)``.
+            pred: one decoded image (``parsing`` ``(P, H0, W0)`` uint8).
+            meta: its meta (``img_size``).
+            mask_stride: stride of ``mir_feat`` (= F_mask's, 4).
+            score_thr: MIR relabels a part when its probability exceeds this.
+
+        Returns:
+            ``pred`` with relabelled ``parsing``.
+        """
+        parsing = pred["parsing"]
+        if parsing.shape[0] == 0:
+            return pred
+        h_img, w_img = meta["img_size"]
+        hf, wf = mir_feat.shape[-2:]
+        s = mask_stride
+        small = F.interpolate(
+            parsing[:, None].float(), size=(max(1, h_img // s), max(1, w_img // s)), mode="nearest"
+        )[:, 0].long()
+        grid = small.new_zeros((parsing.shape[0], hf, wf))
+        grid[:, : small.shape[1], : small.shape[2]] = small[:, :hf, :wf]
+        # (person, class) pairs present, without a (P, C, h, w) one-hot: flat keys p * C + c.
+        num_persons, c = grid.shape[0], self.num_classes + 1
+        keys = (torch.arange(num_persons, device=grid.device)[:, None, None] * c + grid).flatten()
+        present = torch.zeros(num_persons * c, dtype=torch.bool, device=grid.device)
+        present[keys] = True
+        person, cls = present.view(num_persons, c)[:, 1:].nonzero(as_tuple=True)
+        if person.numel() == 0:
+            return pred
+        masks = (grid.to(torch.uint8)[person] == (cls + 1).to(torch.uint8)[:, None, None]).float()
+        logits = self.classify(mir_feat, masks, torch.zeros_like(person))
+        prob, new_cls = logits.float().sigmoid().max(dim=1)
+        new_cls = torch.where(prob > score_thr, new_cls, cls)
+        # Lookup table per person: old label -> new label, applied at full resolution.
+        table = torch.arange(c, device=parsing.device).repeat(parsing.shape[0], 1)
+        table[person, cls + 1] = new_cls + 1
+        relabelled = torch.gather(table, 1, parsing.long().flatten(1)).view_as(parsing)
+        return {**pred, "parsing": relabelled.to(parsing.dtype)}
+
+
+def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
+    """Semantic labels at the mask stride from the part instances of the batch.
+
+    Args:
+        targets: batch targets; ``instances.parts.masks`` ``(M, h, w)`` at the mask stride.
+        size: ``(h, w)`` of the semantic logits.
+
+    Returns:
+        ``(B, h, w)`` long class map (0 = background; overlapping persons: the larger class
+        id wins, a deterministic rule for the rare overlap pixels).
+    """
+    inst = targets.instances
+    parts = inst.parts
+    h, w = int(size[0]), int(size[1])
+    sem = torch.zeros((inst.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
+    m = parts.labels.numel()
+    if m == 0:
+        return sem.view(-1, h, w)
+    values = parts.masks[:, :h, :w].reshape(m, -1).long() * parts.labels[:, None]
+    sem.scatter_reduce_(0, parts.batch_idx[:, None].expand(-1, h * w), values, "amax")
+    return sem.view(-1, h, w)
