@@ -660,27 +660,24 @@ def _gib(mib: float | None) -> str:
     return "n/a (CPU)" if mib is None else f"{mib / 1024:.2f} GiB"
 
 
-def render_table(result: dict[str, Any]) -> str:
-    """One Markdown table of every phase (a failed or skipped phase shows its reason)."""
-    phases = result["phases"]
-    lines = [f"> {result['note']}", ""] if result.get("note") else []
-    lines += [f"| check | SMP | {PEER} | paper (1 V100) | status |", "|---|---|---|---|---|"]
+def _status(ph: dict[str, Any]) -> str:
+    return ph["status"] + (f": {ph['error'][:160]}" if ph.get("error") else "")
 
-    def status(ph: dict[str, Any]) -> str:
-        return ph["status"] + (f": {ph['error'][:160]}" if ph.get("error") else "")
 
-    def add(check: str, smp: str = "", peer: str = "", paper: str = "", st: str = "") -> None:
-        cells = (check, smp, peer, paper, st.replace("|", "/").replace("\n", " "))
-        lines.append("| " + " | ".join(cells) + " |")
+# A table row: (check, SMP, peer, paper, status).
+Row = tuple[str, str, str, str, str]
 
-    ph = phases.get("gpu_tests", {"status": "skipped"})
+
+def _gpu_tests_rows(ph: dict[str, Any]) -> list[Row]:
     counts = ", ".join(
         f"{ph[k]} {k}" for k in ("passed", "failed", "skipped", "errors") if ph.get(k)
     )
-    add("gpu tests (`pytest -m gpu`)", counts, "", "", status(ph))
-    ph = phases.get("inference", {"status": "skipped"})
-    for row in ph.get("rows", []):
-        add(
+    return [("gpu tests (`pytest -m gpu`)", counts, "", "", _status(ph))]
+
+
+def _inference_rows(ph: dict[str, Any]) -> list[Row]:
+    return [
+        (
             f"inference {row['label']} {row['precision']}, {row['size'][0]}x{row['size'][1]} b1: "
             "forward / decode / total",
             f"{row['forward_ms']:.1f} / {row['decode_ms']:.1f} / {_ms_fps(row['total_ms'])}",
@@ -688,51 +685,79 @@ def render_table(result: dict[str, Any]) -> str:
             _ms_fps(row.get("paper_v100_ms")),
             row.get("status", "ok") + (f": {row['error']}" if row.get("error") else ""),
         )
-    if not ph.get("rows"):
-        add("inference SMP-R50*, R101*", "", "", "124 / 132 ms", status(ph))
-    ph = phases.get("training", {"status": "skipped"})
-    if "smp_step_ms" in ph:
-        precision = "bf16" if ph["amp_bf16"] else "fp32"
-        add(
+        for row in ph.get("rows", [])
+    ]
+
+
+def _training_rows(ph: dict[str, Any]) -> list[Row]:
+    if "smp_step_ms" not in ph:
+        return []
+    precision = "bf16" if ph["amp_bf16"] else "fp32"
+    return [
+        (
             f"training step {ph['label']} {precision}, batch {ph['batch']}, "
             f"{ph['size'][0]}x{ph['size'][1]}: images/s, peak GPU memory",
             f"{ph['smp_images_per_s']:.1f} img/s, {_gib(ph['smp_peak_gpu_mib'])}",
             f"{ph['mask_rcnn_images_per_s']:.1f} img/s, {_gib(ph['mask_rcnn_peak_gpu_mib'])}",
             "",
-            status(ph),
+            _status(ph),
         )
-    else:
-        add("training step SMP-R50*, batch 4, short side 800", "", "", "", status(ph))
-    ph = phases.get("syncs", {"status": "skipped"})
-    if "training_step" in ph:
-        train, decode = ph["training_step"], ph["decode"]
+    ]
 
-        def syncs(c: dict[str, Any]) -> str:
-            cuda = "n/a" if c["cuda_syncs"] is None else str(c["cuda_syncs"])
-            return f"{cuda} CUDA syncs ({c['sync_ops']} sync-prone ops)"
 
-        add(
-            "host syncs: one training step / one image's decode",
-            f"{syncs(train)} / {syncs(decode)}",
-            "",
-            "",
-            status(ph),
-        )
-    else:
-        add("host syncs per training step / decode", "", "", "", status(ph))
-    ph = phases.get("synthetic_training", {"status": "skipped"})
-    if "loss_first_quarter" in ph:
-        verdict = "finite, decreasing" if ph["decreasing"] else "NOT finite and decreasing"
-        add(
+def _syncs_rows(ph: dict[str, Any]) -> list[Row]:
+    if "training_step" not in ph:
+        return []
+
+    def syncs(c: dict[str, Any]) -> str:
+        cuda = "n/a" if c["cuda_syncs"] is None else str(c["cuda_syncs"])
+        return f"{cuda} CUDA syncs ({c['sync_ops']} sync-prone ops)"
+
+    figures = f"{syncs(ph['training_step'])} / {syncs(ph['decode'])}"
+    return [("host syncs: one training step / one image's decode", figures, "", "", _status(ph))]
+
+
+def _synthetic_training_rows(ph: dict[str, Any]) -> list[Row]:
+    if "loss_first_quarter" not in ph:
+        return []
+    verdict = "finite, decreasing" if ph["decreasing"] else "NOT finite and decreasing"
+    return [
+        (
             f"synthetic experiment, {ph['steps']} steps: train loss first -> last quarter",
             f"{ph['loss_first_quarter']:.3f} -> {ph['loss_last_quarter']:.3f} ({verdict}), "
             f"{ph['wall_s']:.0f} s",
             "",
             "",
-            status(ph),
+            _status(ph),
         )
-    else:
-        add("synthetic experiment: loss finite and decreasing", "", "", "", status(ph))
+    ]
+
+
+# phase -> (its rows from its result; the check and the paper's figure shown when it has none)
+TABLE_ROWS: dict[str, tuple[Callable[[dict[str, Any]], list[Row]], str, str]] = {
+    "gpu_tests": (_gpu_tests_rows, "gpu tests (`pytest -m gpu`)", ""),
+    "inference": (_inference_rows, "inference SMP-R50*, R101*", "124 / 132 ms"),
+    "training": (_training_rows, "training step SMP-R50*, batch 4, short side 800", ""),
+    "syncs": (_syncs_rows, "host syncs per training step / decode", ""),
+    "synthetic_training": (
+        _synthetic_training_rows,
+        "synthetic experiment: loss finite and decreasing",
+        "",
+    ),
+}
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """One Markdown table of every phase (a failed or skipped phase shows its reason)."""
+    phases = result["phases"]
+    lines = [f"> {result['note']}", ""] if result.get("note") else []
+    lines += [f"| check | SMP | {PEER} | paper (1 V100) | status |", "|---|---|---|---|---|"]
+    for name, (rows, check, paper) in TABLE_ROWS.items():
+        ph = phases.get(name, {"status": "skipped"})
+        for *cells, st in rows(ph) or [(check, "", "", paper, _status(ph))]:
+            lines.append(
+                "| " + " | ".join((*cells, st.replace("|", "/").replace("\n", " "))) + " |"
+            )
     return "\n".join(lines)
 
 
