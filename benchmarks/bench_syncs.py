@@ -22,8 +22,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks.common import TINY_OVERRIDES, build_smp, metas_for, oracle_outputs, person_maps
+from benchmarks.common import (
+    TINY_OVERRIDES,
+    bench_parser,
+    build_smp,
+    metas_for,
+    oracle_outputs,
+    person_maps,
+    write_figures,
+)
 from smp_parsing.models.decode import GROUPINGS, decode_parsing
 from smp_parsing.utils.sync_counter import SyncCounter
 
@@ -97,12 +103,11 @@ def count_syncs(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--persons", type=int, default=4)
     parser.add_argument("--sites", action="store_true", help="also list where each sync is")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     report = count_syncs(size=args.size, batch=args.batch, persons=args.persons, sites=args.sites)
@@ -112,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {stage} | {entry['total']} | {kinds} |")
         for kind, where in entry.get("sites", {}).items():
             print(f"|   | {kind} | {', '.join(f'{s} x{n}' for s, n in where.items())} |")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_figures(args.json, report)
     return report
 
 

@@ -18,9 +18,7 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
 import statistics
 import sys
 import time
@@ -34,6 +32,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.common import (
     MHP_NUM_CLASSES,
+    bench_parser,
     build_smp,
     images_tensor,
     inference_mode,
@@ -44,6 +43,7 @@ from benchmarks.common import (
     set_threads,
     time_alternating,
     time_call,
+    write_figures,
 )
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.targets import build_smp_targets
@@ -85,7 +85,7 @@ def cpu_times(fns: dict, *, repeats: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--height", type=int, default=800)
@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--persons", type=int, default=10)
     parser.add_argument("--forward", action="store_true", help="also time the R50 forward")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
 
     threads = set_threads(args.threads)
@@ -191,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"decode(20) = {100 * share:.1f} % of it (goal <= 10 %)"
         )
 
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_figures(args.json, report)
     return report
 
 

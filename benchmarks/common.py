@@ -9,7 +9,9 @@ change on the shared machine hits both sides alike; the ratio is the ratio of me
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import platform
 import resource
@@ -47,6 +49,22 @@ TINY_OVERRIDES: dict[str, Any] = {
     "offset_head.branch_channels": 2,
     "rfr_module.num_groups": 8,
 }
+
+
+# ----------------------------------------------------------------------- command line
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's command line with ``--json``, described by the first paragraph of ``doc``
+    (the benchmark's module docstring)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    return parser
+
+
+def write_figures(path: Path | None, figures: Mapping[str, Any]) -> None:
+    """Write ``figures`` to ``path`` as indented JSON (the ``--json`` of :func:`bench_parser`);
+    nothing when ``path`` is ``None``."""
+    if path is not None:
+        path.write_text(json.dumps(figures, indent=2))
 
 
 # ----------------------------------------------------------------------- environment

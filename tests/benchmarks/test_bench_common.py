@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from benchmarks.common import (
     TINY_OVERRIDES,
     Timing,
+    bench_parser,
     build_mask_rcnn,
     build_smp,
     metas_for,
@@ -14,6 +17,7 @@ from benchmarks.common import (
     person_maps,
     smp_config,
     time_alternating,
+    write_figures,
 )
 
 
@@ -84,3 +88,13 @@ def test_mask_rcnn_returns_fixed_detections():
     with torch.inference_mode():
         out = peer([torch.randn(3, 64, 96)])
     assert len(out[0]["scores"]) == 20 and out[0]["masks"].shape[-2:] == (64, 96)
+
+
+def test_bench_parser_and_write_figures(tmp_path):
+    parser = bench_parser("First paragraph.\n\nMore text.")
+    assert parser.description == "First paragraph."
+    args = parser.parse_args(["--json", str(tmp_path / "f.json")])
+    write_figures(args.json, {"a": 1.5})
+    assert json.loads((tmp_path / "f.json").read_text()) == {"a": 1.5}
+    write_figures(parser.parse_args([]).json, {"a": 2})  # no --json: nothing written
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
