@@ -41,7 +41,7 @@ from benchmarks.common import (
     set_threads,
     time_alternating,
 )
-from smp_parsing.models import decode as decode_module
+from smp_parsing.models.decode import pipeline as decode_module
 from smp_parsing.models.deploy import prepare_for_inference
 
 DEFAULT_SIZES = ((512, 768), (800, 1216), (1024, 1568))  # short side 512/800/1024, ~1.52:1

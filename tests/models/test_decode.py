@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from smp_parsing.models.decode import (
-    _to_original,
     crop_windows,
     decode_parsing,
     group_parts_release,
     mask_statistics,
     paint_persons,
     person_windows,
-    rank_in_group,
     select_parts,
 )
+from smp_parsing.models.decode import to_original as _to_original
+from smp_parsing.models.layers.packing import rank_in_group
 from smp_parsing.models.outputs import SMPOutputs
 
 GRID = 8  # center grid and the single part level

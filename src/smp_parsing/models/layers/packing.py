@@ -52,3 +52,24 @@ def pack_by_group(
     packed = values.new_zeros(num_groups, k_max, *values.shape[1:])
     packed[group, rank] = values
     return packed, torch.stack([group, rank], 1)
+
+
+def rank_in_group(score: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """Rank of every entry inside its group by descending score (0 = best; ties: first).
+
+    Args:
+        score: ``(R,)`` scores.
+        group: ``(R,)`` long group ids in ``0..num_groups-1``.
+        num_groups: G.
+
+    Returns:
+        ``(R,)`` long rank.
+    """
+    order = torch.argsort(score, descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    counts = torch.zeros(num_groups, dtype=torch.long, device=group.device)
+    counts.index_add_(0, group, torch.ones_like(group))  # not bincount: no host read
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - first[group[order]]
+    return rank
