@@ -11,7 +11,7 @@ pure functions of ``smp_parsing.models.decode``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from torch import Tensor
@@ -31,6 +31,8 @@ class SMPOutputs:
         mask_feat: ``(B, C_K, H/4, W/4)`` mask features F_mask.
         mir_feat: ``(B, C_mir, H/4, W/4)`` MIR feature map, or ``None`` when MIR is off.
         mir_semantic: ``(B, C_P + 1, H/4, W/4)`` MIR semantic logits, or ``None``.
+        extra: the outputs of the heads added under ``extra_heads`` (see
+            :mod:`smp_parsing.models.heads.base`), by name.
     """
 
     center: Tensor
@@ -40,12 +42,13 @@ class SMPOutputs:
     mask_feat: Tensor
     mir_feat: Tensor | None = None
     mir_semantic: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> SMPOutputs:
         """A copy with ``fn`` applied to every tensor (casts, ``detach``, device moves).
 
-        Per-level lists are mapped element-wise and absent outputs (``None``) stay absent, so
-        a head added as a new field is covered without listing it here.
+        Per-level lists and the ``extra`` dict are mapped element-wise and absent outputs
+        (``None``) stay absent, so a head added as a new field is covered without listing it.
 
         Args:
             fn: tensor -> tensor, e.g. ``Tensor.float`` or ``lambda t: t.to(device)``.
@@ -57,6 +60,8 @@ class SMPOutputs:
         def one(value: Any) -> Any:
             if value is None:
                 return None
+            if isinstance(value, dict):
+                return {k: one(v) for k, v in value.items()}
             if isinstance(value, (list, tuple)):
                 return [fn(t) for t in value]
             return fn(value)

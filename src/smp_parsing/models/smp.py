@@ -20,12 +20,14 @@ from torch import Tensor, nn
 
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.fpn import FPN
+from smp_parsing.models.heads.base import SMPHead
 from smp_parsing.models.heads.center_head import CenterHead, resize_concat
 from smp_parsing.models.heads.mask_feature import MaskFeatureBranch
 from smp_parsing.models.heads.mir import MIRHead
 from smp_parsing.models.heads.offset_head import OffsetHead
 from smp_parsing.models.heads.part_head import PartHead
 from smp_parsing.models.heads.rfr import RefinedFeatureRetain
+from smp_parsing.models.layers.precision import autocast_off
 from smp_parsing.models.losses import smp_losses
 from smp_parsing.models.outputs import SMPOutputs
 from smp_parsing.models.targets import SMPTargets, build_smp_targets
@@ -78,6 +80,10 @@ class SMP(nn.Module):
         rfr_module: kwargs or partial of :class:`RefinedFeatureRetain`.
         mir: build the Mask of Interest Reclassify module (section 3.3).
         mir_head: kwargs or partial of :class:`MIRHead`.
+        extra_heads: name -> partial of a head added to SMP (:class:`~smp_parsing.models.heads.
+            base.SMPHead`: module on the FPN levels + ``build_targets`` + ``loss``), built with
+            ``in_channels=fpn_channels``; its output goes to ``SMPOutputs.extra[name]`` and its
+            loss terms into :meth:`loss`.
         epsilon: center-region scale (the release's ``sigma``, 0.2).
         scale_ranges: five ``(lo, hi)`` ranges on ``sqrt(w h)`` of part boxes.
         strides: five level strides for the mask-area filter (8, 8, 16, 32, 32).
@@ -112,6 +118,7 @@ class SMP(nn.Module):
         rfr_module: ModuleSpec = None,
         mir: bool = False,
         mir_head: ModuleSpec = None,
+        extra_heads: Mapping[str, Callable[..., nn.Module]] | None = None,
         epsilon: float = 0.2,
         scale_ranges: Sequence[Sequence[float]] = (
             (1, 96),
@@ -183,6 +190,12 @@ class SMP(nn.Module):
             if mir
             else None
         )
+        self.extra_heads = nn.ModuleDict(
+            {
+                name: _build_head(name, spec, fpn_channels)
+                for name, spec in (extra_heads or {}).items()
+            }
+        )
         self._mir_only = False
         self.channels_last = bool(channels_last)
         if self.channels_last:
@@ -215,6 +228,7 @@ class SMP(nn.Module):
         mir_feat = mir_semantic = None
         if self.mir_head is not None:
             mir_feat, mir_semantic = self.mir_head.features(mask_feat)
+        extra = {name: head(feats) for name, head in self.extra_heads.items()}
         return SMPOutputs(
             center=center,
             offsets=offsets,
@@ -223,6 +237,7 @@ class SMP(nn.Module):
             mask_feat=mask_feat,
             mir_feat=mir_feat,
             mir_semantic=mir_semantic,
+            extra=extra,
         )
 
     # ------------------------------------------------------------------ training
@@ -277,8 +292,32 @@ class SMP(nn.Module):
             losses.pop("loss", None)
         if self.mir_head is not None:
             losses["loss_mir"] = self.mir_loss(out, targets)
+        for name, head in self.extra_heads.items():
+            losses.update(self._head_losses(name, head, out, parsing_list, targets, losses))
         losses["loss"] = sum(losses.values())
         return losses
+
+    def _head_losses(
+        self,
+        name: str,
+        head: nn.Module,
+        outputs: SMPOutputs,
+        parsing_list: list[Tensor],
+        targets: SMPTargets,
+        taken: Mapping[str, Tensor],
+    ) -> dict[str, Tensor]:
+        """The loss terms of an extra head: its own targets (no gradient) and loss, in fp32."""
+        with torch.no_grad():
+            head_targets = head.build_targets(parsing_list, targets.instances)
+        with autocast_off():
+            terms = dict(head.loss(outputs.extra[name], head_targets))
+        clash = sorted(set(terms) & ({*taken, "loss"}))
+        if clash or not all(k.startswith("loss_") for k in terms):
+            raise ValueError(f"extra head {name!r}: loss terms {sorted(terms)} must be named "
+                             f"loss_<what> and not repeat {sorted(taken)}")  # fmt: skip
+        if self._mir_only:  # the MIR stage trains MIR alone
+            terms = {k: v * 0 for k, v in terms.items()}
+        return terms
 
     def mir_loss(self, outputs: SMPOutputs, targets: SMPTargets) -> Tensor:
         """MIR loss (:meth:`MIRHead.loss`) with the ``mir_loss`` settings of the config."""
@@ -365,6 +404,19 @@ class SMP(nn.Module):
             )
         counts["total"] = sum(counts.values())
         return counts
+
+
+def _build_head(name: str, spec: Any, in_channels: int) -> nn.Module:
+    """An extra head from its partial, checked against :class:`SMPHead`."""
+    if not callable(spec):
+        raise ValueError(f"extra_heads.{name}: expected a partial (_target_ + _partial_: true)")
+    head = spec(in_channels=in_channels)
+    if not isinstance(head, nn.Module) or not isinstance(head, SMPHead):
+        raise TypeError(
+            f"extra_heads.{name}: {type(head).__name__} must be an nn.Module with "
+            "build_targets(parsing_list, instances) and loss(output, targets)"
+        )
+    return head
 
 
 def _float32(outputs: SMPOutputs) -> SMPOutputs:
