@@ -176,10 +176,11 @@ class OfflineRun:
         dir: the ``offline-run-*`` directory.
         run_id: the run's id.
         resumed: the run was started with ``resume`` set.
-        group: its W&B group; job_type: its job type.
+        group, job_type, project: its W&B group, job type and project.
         history: one dict per ``log`` call (flattened keys, JSON-decoded values).
         summary: the final summary (nested keys joined with ``/``).
         config: the final config (``{key: value}``, values decoded).
+        metric_defs: the ``define_metric`` records by metric name.
     """
 
     def __init__(self, run_file: Path) -> None:
@@ -187,11 +188,13 @@ class OfflineRun:
         self.history: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}
         self.config: dict[str, Any] = {}
+        self.metric_defs: dict[str, Any] = {}
         for record in wait_for_run_file(run_file):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 self.run_id, self.resumed = record.run.run_id, bool(record.run.resume)
                 self.group, self.job_type = record.run.run_group, record.run.job_type
+                self.project = record.run.project
                 self._update_config(record.run.config.update)
             elif kind == "history":
                 self.history.append(
@@ -204,6 +207,8 @@ class OfflineRun:
                     self.summary[key] = json.loads(item.value_json)
             elif kind == "config":
                 self._update_config(record.config.update)
+            elif kind == "metric" and record.metric.name:
+                self.metric_defs[record.metric.name] = record.metric
 
     def _update_config(self, updates) -> None:
         for item in updates:
@@ -330,6 +335,8 @@ def test_summary_keeps_the_best_values_and_the_run_config_the_sweep_keys(panels_
         logged = run.values(f"val/{name}")
         assert len(logged) == 2
         assert run.summary[f"val/{name}"] == {"max": max(logged)}, name
+        definition = run.metric_defs[f"val/{name}"]
+        assert definition.summary.max and definition.step_metric == "trainer/global_step"
     config = run.config
     assert {k: config[k] for k in ("backbone", "grid", "epsilon", "rfr", "mir", "stage")} == {
         "backbone": "r18", "grid": 1.0, "epsilon": 0.2, "rfr": True, "mir": False,
@@ -410,3 +417,61 @@ def test_log_tables_run_writes_a_table_into_the_group(tmp_path) -> None:
     assert (run.group, run.job_type) == ("2026-01-01_00-00-00", "report")
     table = run.table("sweep/table")
     assert table["columns"] == ["job", "APp50"] and table["data"] == [["0", 41.0], ["1", 42.5]]
+
+
+def test_evaluate_logs_the_same_panels_as_an_eval_job(panels_dir, synthetic_root, tmp_path):
+    """``evaluate logger=wandb`` on the run's checkpoint: the validation panels, job type eval."""
+    from conftest import tiny_data_overrides
+    from smp_parsing.evaluate import evaluate
+
+    overrides = [
+        f"ckpt_path={panels_dir}/checkpoints/last.ckpt",
+        *tiny_data_overrides(synthetic_root),
+        *LOW_THRESHOLDS,
+        "extras.print_config=false",
+        "logger=wandb",
+        "split=test",
+    ]
+    metric_dict, _ = evaluate(compose_config("eval", overrides, tmp_path))
+    (run,) = offline_runs(tmp_path)
+    assert run.job_type == "eval"
+    classes = run.table("test/class_iou")
+    assert len(classes["data"]) == 59
+    ious = [row[2] for row in classes["data"] if row[2] is not None]
+    assert np.mean(ious) == pytest.approx(metric_dict["test/mIoU"], abs=1e-6)
+    curves = run.table("test/thresholds")
+    app = [row[1] for row in curves["data"]]
+    assert len(app) == 9 and np.mean(app) == pytest.approx(metric_dict["test/APpvol"], abs=1e-6)
+    assert run.config["_wandb"]["visualize"]["test/APp_curve"]
+    labels = run.config["_wandb"]["mask/class_labels"]
+    assert labels["test/predictions/0_wandb_delimeter_ground_truth"]["value"]["3"] == "face"
+    assert run.values("test/center_heatmap/0/path")
+    assert run.config["backbone"] == "r18" and run.summary["fps"] > 0
+
+
+def test_report_logs_its_table_into_the_sweep_group(tmp_path) -> None:
+    """``report --wandb``: the Table-3-shaped rows as a wandb.Table, in the sweep's group."""
+    import yaml
+
+    from smp_parsing import report
+
+    sweep = tmp_path / "2026-11-29_12-00-00_123-abcdef"
+    for num, (rfr, metrics) in enumerate([("True", {"APp50": 0.41, "APpvol": 0.4, "PCP50": 0.39,
+                                                    "fps": 7.5}), ("False", None)]):  # fmt: skip
+        job = sweep / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model.net.rfr={rfr}"]))
+        (job / ".hydra" / "config.yaml").write_text(
+            yaml.safe_dump({"logger": {"wandb": {"project": "parsing-ablation"}}})
+        )
+        if metrics is not None:  # job 1 failed: no metrics.json
+            (job / "metrics.json").write_text(json.dumps({"test": metrics}))
+    assert report.main([str(sweep), "--out", str(tmp_path / "out"), "--wandb"]) == 0
+    (run,) = offline_runs(tmp_path / "out")
+    assert (run.group, run.job_type) == (sweep.name, "report")
+    table = run.table("report/test")
+    assert table["columns"] == ["job", "RFR", "APp50", "APpvol", "PCP50", "FPS", "status"]
+    assert table["data"][0] == ["0", "True", pytest.approx(41.0), pytest.approx(40.0),
+                                pytest.approx(39.0), 7.5, "ok"]  # fmt: skip
+    assert table["data"][1][:2] == ["1", "False"] and table["data"][1][2:6] == [None] * 4
+    assert run.project == "parsing-ablation"  # the jobs' project, read from their config

@@ -23,7 +23,7 @@ import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module, read_checkpoint
-from smp_parsing.utils.instantiators import instantiate_loggers
+from smp_parsing.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from smp_parsing.utils.metrics_table import format_metrics_table
 from smp_parsing.utils.run_files import METRICS_FILE, metrics_summary, write_json_atomic
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
@@ -52,8 +52,10 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("Instantiating datamodule <%s> (%s)", data_cfg._target_, data_cfg.dataset_name)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(data_cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
+    # the panels of a training run's validation (images, IoU table, curves), job type "eval"
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, enable_checkpointing=False
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, enable_checkpointing=False
     )
     # the network as trained unless cfg.inference asks for the deploy rewrites (BN folding,
     # Winograd, channels_last: same outputs up to float rounding, faster)

@@ -1,12 +1,14 @@
 """Collect a sweep into tables shaped like the paper's Tables 3 and 5, plus a plot.
 
-``python -m smp_parsing.report <multirun dir> [--out DIR] [--split test|val]``
+``python -m smp_parsing.report <multirun dir> [--out DIR] [--split test|val] [--wandb]``
 
 Each job directory of a Hydra multirun (``<dir>/<job num>/``) holds ``metrics.json`` (written by
 ``smp_parsing.train``) and ``.hydra/overrides.yaml``. One row per job: the overrides that vary
 across the sweep (named like the paper's columns: RFR, MIR, Grids, epsilon), then AP^p_50,
 AP^p_vol, PCP_50 in percent and FPS. A job without ``metrics.json`` (failed or still running) is
-listed with its status instead of numbers. Writes ``report.md``, ``report.csv`` and ``report.png``.
+listed with its status instead of numbers. Writes ``report.md``, ``report.csv`` and ``report.png``;
+``--wandb`` also logs the table as a ``wandb.Table`` into the sweep's W&B group (job type
+``report``; offline without an API key).
 """
 
 from __future__ import annotations
@@ -203,6 +205,45 @@ def write_report(
     return {"markdown": md, "csv": csv_path, "plot": png}
 
 
+def sweep_project(jobs_dir: str | os.PathLike) -> str | None:
+    """The W&B project the sweep's jobs logged to (``logger.wandb.project`` of a job's config)."""
+    for config in sorted(Path(jobs_dir).glob("*/.hydra/config.yaml")):
+        with open(config) as fh:
+            loggers = (yaml.safe_load(fh) or {}).get("logger") or {}
+        wandb_cfg = loggers.get("wandb") if isinstance(loggers, dict) else None
+        if isinstance(wandb_cfg, dict) and wandb_cfg.get("project"):
+            return str(wandb_cfg["project"])
+    return None
+
+
+def log_report_to_wandb(
+    sweep_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    split: str = "test",
+    project: str | None = None,
+) -> str:
+    """Log the sweep's table as a ``wandb.Table`` (key ``report/<split>``) in a ``report`` run of
+    the sweep's W&B group (its directory name, as the jobs' group), so it sits next to the jobs.
+
+    Returns:
+        The W&B run id.
+    """
+    from smp_parsing.utils.wandb_env import log_tables_run
+
+    jobs = collect_jobs(sweep_dir, split)
+    header, _, raw = build_rows(jobs)
+    rows = [[None if cell == "" else cell for cell in row] for row in raw]  # empty: no value
+    group = Path(sweep_dir).resolve().name
+    return log_tables_run(
+        {f"report/{split}": (header, rows)},
+        save_dir=out_dir or sweep_dir,
+        project=project or sweep_project(sweep_dir) or "smp_parsing",
+        group=group,
+        job_type="report",
+        name=f"report-{group}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the Markdown table and where the files are."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -210,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: the sweep dir)")
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="metrics of which split (falls back to the other one)")  # fmt: skip
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table as a wandb.Table into the sweep's W&B group",
+    )
+    parser.add_argument("--wandb-project", default=None,
+                        help="W&B project (default: the jobs' logger.wandb.project)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.sweep_dir, args.out, args.split)
@@ -219,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     print(paths["markdown"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    if args.wandb:
+        run_id = log_report_to_wandb(args.sweep_dir, args.out, args.split, args.wandb_project)
+        print(f"wandb: run {run_id} (group {Path(args.sweep_dir).resolve().name})")
     return 0
 
 
