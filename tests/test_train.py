@@ -158,13 +158,13 @@ def test_main_then_mir_in_one_job(synthetic_root, tmp_path) -> None:
     assert saved["main"].model.stage == "main" and saved["mir"].model.stage == "mir"
     assert saved["mir"].model.net.mir is True and saved["mir"].trainer.max_epochs == 1
     # one W&B run per stage (each restarts its step counter), both finished
-    from test_wandb import read_wandb_records
+    from test_wandb import wait_for_run_file
 
     runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 2
     keys, exits = [], []
     for run in runs:
-        records = list(read_wandb_records(run))
+        records = wait_for_run_file(run)
         keys.append({i.key or "/".join(i.nested_key) for r in records if r.HasField("history")
                      for i in r.history.item})  # fmt: skip
         exits += [r.exit.exit_code for r in records if r.HasField("exit")]
