@@ -1,8 +1,9 @@
 """SMP: Single-stage Multi-human Parsing (Chu et al. 2023), the network.
 
-``forward`` returns the raw head outputs (:class:`SMPOutputs`); ``loss`` builds the targets
-with the pure builders of :mod:`smp_parsing.models.targets` and applies eq. 2 of the paper
-(:mod:`smp_parsing.models.losses`); ``predict`` runs the single-stage decoding of section
+``forward`` returns the raw head outputs (:class:`SMPOutputs`); ``loss`` extracts the batch's
+persons and parts once and loops over the heads: each builds its targets and its terms of eq. 2
+(the center, part and offset heads call the pure builders of :mod:`smp_parsing.models.targets`
+and the losses of :mod:`smp_parsing.models.losses`; extra heads bring their own); ``predict`` runs the single-stage decoding of section
 4.1 (:func:`smp_parsing.models.decode.decode_parsing`), optionally relabelled by MIR.
 
 Input size: ``forward`` accepts any ``H, W >= 32``; ``loss`` needs ``H, W`` multiples of
@@ -25,14 +26,27 @@ from smp_parsing.models.heads.center_head import CenterHead, resize_concat
 from smp_parsing.models.heads.mask_feature import MaskFeatureBranch
 from smp_parsing.models.heads.mir import MIRHead
 from smp_parsing.models.heads.offset_head import OffsetHead
-from smp_parsing.models.heads.part_head import PartHead
+from smp_parsing.models.heads.part_head import PartHead, PartLossInput
 from smp_parsing.models.heads.rfr import RefinedFeatureRetain
 from smp_parsing.models.layers.precision import autocast_off
-from smp_parsing.models.losses import smp_losses
 from smp_parsing.models.outputs import SMPOutputs
-from smp_parsing.models.targets import SMPTargets, build_smp_targets
+from smp_parsing.models.targets import SMPTargets
+from smp_parsing.models.targets.instances import extract_instances
 
 ModuleSpec = Callable[..., nn.Module] | Mapping[str, Any] | None
+
+# The ``loss`` settings of eq. 2 (keys of ``conf/model/net/smp.yaml``'s ``loss``) -> the built-in
+# head and constructor argument each one goes to (focal alpha/gamma go to both focal terms).
+LOSS_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "center_weight": (("center", "loss_weight"),),
+    "part_weight": (("part", "part_weight"),),
+    "mask_weight": (("part", "mask_weight"),),
+    "offset_weight": (("offset", "loss_weight"),),
+    "focal_alpha": (("center", "focal_alpha"), ("part", "focal_alpha")),
+    "focal_gamma": (("center", "focal_gamma"), ("part", "focal_gamma")),
+    "offset_beta": (("offset", "beta"),),
+    "dice_eps": (("part", "dice_eps"),),
+}
 
 
 def scale_grid(grid: int, grid_scale: float) -> int:
@@ -88,9 +102,9 @@ class SMP(nn.Module):
         scale_ranges: five ``(lo, hi)`` ranges on ``sqrt(w h)`` of part boxes.
         strides: five level strides for the mask-area filter (8, 8, 16, 32, 32).
         mask_stride: stride of F_mask (4).
-        loss: keyword arguments of :func:`smp_parsing.models.losses.smp_losses`
-            (``center_weight`` 1, ``part_weight`` 1, ``mask_weight`` 3, ``offset_weight`` 10,
-            focal alpha/gamma, Smooth L1 beta, Dice eps).
+        loss: the settings of eq. 2 (``center_weight`` 1, ``part_weight`` 1, ``mask_weight`` 3,
+            ``offset_weight`` 10, focal alpha/gamma, Smooth L1 beta, Dice eps), handed to the
+            center, part and offset heads that compute the terms (``LOSS_SETTINGS``).
         mir_loss: MIR loss settings: ``weight`` (RoI focal), ``semantic_weight`` (CE),
             ``focal_alpha``, ``focal_gamma``, ``max_rois`` (RoIs sampled per batch).
         test_cfg: keyword arguments of :func:`smp_parsing.models.decode.decode_parsing`
@@ -148,6 +162,7 @@ class SMP(nn.Module):
         self.strides = [int(s) for s in strides]
         self.mask_stride = int(mask_stride)
         self.loss_cfg = dict(loss or {})
+        head_loss = _split_loss_settings(self.loss_cfg)
         self.mir_loss_cfg = {
             "weight": 1.0,
             "semantic_weight": 1.0,
@@ -174,6 +189,9 @@ class SMP(nn.Module):
             num_grids=self.part_grids,
             in_channels=fpn_channels,
             kernel_channels=kernel_channels,
+            scale_ranges=self.scale_ranges,
+            epsilon=self.epsilon,
+            **head_loss["part"],
         )
         if rfr:
             # built after the part head: its width is the tower width chosen in part_head.
@@ -181,9 +199,22 @@ class SMP(nn.Module):
                 rfr_module, RefinedFeatureRetain, channels=self.part_head.cate_tower.out_channels
             )
         fused_channels = 5 * fpn_channels
-        self.center_head = _build(center_head, CenterHead, in_channels=fused_channels)
+        self.center_head = _build(
+            center_head,
+            CenterHead,
+            in_channels=fused_channels,
+            grid=self.center_grid,
+            epsilon=self.epsilon,
+            **head_loss["center"],
+        )
         self.offset_head = _build(
-            offset_head, OffsetHead, num_classes=self.num_parts, in_channels=fused_channels
+            offset_head,
+            OffsetHead,
+            num_classes=self.num_parts,
+            in_channels=fused_channels,
+            grid=self.center_grid,
+            epsilon=self.epsilon,
+            **head_loss["offset"],
         )
         self.mir_head = (
             _build(mir_head, MIRHead, num_classes=self.num_parts, in_channels=kernel_channels)
@@ -242,19 +273,45 @@ class SMP(nn.Module):
 
     # ------------------------------------------------------------------ training
     def build_targets(self, parsing_list: list[Tensor]) -> SMPTargets:
-        """All targets of a batch (pure builders, no gradient)."""
-        return build_smp_targets(
-            parsing_list,
-            num_classes=self.num_classes,
-            center_grid=self.center_grid,
-            part_grids=self.part_grids,
-            scale_ranges=self.scale_ranges,
-            epsilon=self.epsilon,
-            mask_stride=self.mask_stride,
-        )
+        """The shared instances (extracted once) and the built-in heads' targets (no gradient).
+
+        Args:
+            parsing_list: per image ``(N_i, H, W)`` integer person maps at the padded input size.
+        """
+        with torch.no_grad(), autocast_off():
+            instances = extract_instances(
+                parsing_list, self.num_classes, mask_stride=self.mask_stride
+            )
+            return SMPTargets(
+                instances=instances,
+                center=self.center_head.build_targets(parsing_list, instances),
+                parts=self.part_head.build_targets(parsing_list, instances),
+                offsets=self.offset_head.build_targets(parsing_list, instances),
+            )
+
+    def loss_heads(self, outputs: SMPOutputs) -> dict[str, tuple[nn.Module, Any]]:
+        """Every head with a loss (:class:`SMPHead`) and the output its ``loss`` reads.
+
+        The built-in heads first (``center``, ``part``, ``offset``), then ``extra_heads``. The
+        part head reads its output with F_mask (:class:`PartLossInput`): the mask feature
+        branch is trained through the part head's Dice term.
+        """
+        heads: dict[str, tuple[nn.Module, Any]] = {
+            "center": (self.center_head, outputs.center),
+            "part": (
+                self.part_head,
+                PartLossInput(outputs.cate, outputs.kernels, outputs.mask_feat),
+            ),
+            "offset": (self.offset_head, outputs.offsets),
+        }
+        heads.update({name: (head, outputs.extra[name]) for name, head in self.extra_heads.items()})
+        return heads
 
     def loss(self, outputs: SMPOutputs, parsing_list: list[Tensor]) -> dict[str, Tensor]:
-        """Weighted loss terms of eq. 2 (+ MIR when it trains).
+        """Weighted loss terms of eq. 2 (+ MIR when it trains, + the extra heads' terms).
+
+        The persons and parts are extracted once (:meth:`build_targets`); each head then builds
+        its targets from them and returns its terms (:meth:`loss_heads`).
 
         Args:
             outputs: the forward outputs of the batch.
@@ -263,8 +320,8 @@ class SMP(nn.Module):
 
         Returns:
             ``loss_center``, ``loss_part``, ``loss_mask``, ``loss_offset`` (and
-            ``loss_mir`` when MIR is on) and ``loss`` = their sum; float32 scalars with a
-            (possibly zero) gradient for every trainable parameter.
+            ``loss_mir`` when MIR is on, then the extra heads' terms) and ``loss`` = their
+            sum; float32 scalars with a (possibly zero) gradient for every trainable parameter.
         """
         h, w = outputs.mask_feat.shape[-2:]
         if len(parsing_list) != outputs.center.shape[0]:
@@ -280,43 +337,44 @@ class SMP(nn.Module):
                 )
         out = _float32(outputs)
         targets = self.build_targets(parsing_list)
+        builtin_targets = {
+            "center": targets.center,
+            "part": targets.parts,
+            "offset": targets.offsets,
+        }
+        # The MIR stage trains MIR alone: the built-in heads' terms are a zero attached to their
+        # outputs (their losses are not computed), the extra heads' terms are zeroed.
+        zero = _zero_like_graph(out) if self._mir_only else None
         losses: dict[str, Tensor] = {}
-        if self._mir_only:
-            zero = _zero_like_graph(out)
-            losses.update(
-                loss_center=zero, loss_part=zero.clone(), loss_mask=zero.clone(),
-                loss_offset=zero.clone(),
-            )  # fmt: skip
-        else:
-            losses.update(smp_losses(out, targets, **self.loss_cfg))
-            losses.pop("loss", None)
-        if self.mir_head is not None:
-            losses["loss_mir"] = self.mir_loss(out, targets)
-        for name, head in self.extra_heads.items():
-            losses.update(self._head_losses(name, head, out, parsing_list, targets, losses))
+        for name, (head, output) in self.loss_heads(out).items():
+            builtin = name in builtin_targets
+            if builtin and self._mir_only:
+                terms = {k: zero.clone() for k in head.loss_names}
+            else:
+                if builtin:
+                    head_targets = builtin_targets[name]
+                else:
+                    with torch.no_grad():
+                        head_targets = head.build_targets(parsing_list, targets.instances)
+                terms = self._head_losses(name, head, output, head_targets, losses)
+                if self._mir_only:
+                    terms = {k: v * 0 for k, v in terms.items()}
+            losses.update(terms)
+            if name == "offset" and self.mir_head is not None:  # MIR right after eq. 2's terms
+                losses["loss_mir"] = self.mir_loss(out, targets)
         losses["loss"] = sum(losses.values())
         return losses
 
     def _head_losses(
-        self,
-        name: str,
-        head: nn.Module,
-        outputs: SMPOutputs,
-        parsing_list: list[Tensor],
-        targets: SMPTargets,
-        taken: Mapping[str, Tensor],
+        self, name: str, head: nn.Module, output: Any, targets: Any, taken: Mapping[str, Tensor]
     ) -> dict[str, Tensor]:
-        """The loss terms of an extra head: its own targets (no gradient) and loss, in fp32."""
-        with torch.no_grad():
-            head_targets = head.build_targets(parsing_list, targets.instances)
+        """One head's loss terms, in fp32, checked: named ``loss_<what>``, none taken twice."""
         with autocast_off():
-            terms = dict(head.loss(outputs.extra[name], head_targets))
+            terms = dict(head.loss(output, targets))
         clash = sorted(set(terms) & ({*taken, "loss"}))
         if clash or not all(k.startswith("loss_") for k in terms):
-            raise ValueError(f"extra head {name!r}: loss terms {sorted(terms)} must be named "
+            raise ValueError(f"head {name!r}: loss terms {sorted(terms)} must be named "
                              f"loss_<what> and not repeat {sorted(taken)}")  # fmt: skip
-        if self._mir_only:  # the MIR stage trains MIR alone
-            terms = {k: v * 0 for k, v in terms.items()}
         return terms
 
     def mir_loss(self, outputs: SMPOutputs, targets: SMPTargets) -> Tensor:
@@ -417,6 +475,18 @@ def _build_head(name: str, spec: Any, in_channels: int) -> nn.Module:
             "build_targets(parsing_list, instances) and loss(output, targets)"
         )
     return head
+
+
+def _split_loss_settings(loss: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """The ``loss`` settings as constructor arguments of the built-in heads (``LOSS_SETTINGS``)."""
+    unknown = sorted(set(loss) - set(LOSS_SETTINGS))
+    if unknown:
+        raise ValueError(f"loss: unknown settings {unknown}; known: {sorted(LOSS_SETTINGS)}")
+    per_head: dict[str, dict[str, float]] = {"center": {}, "part": {}, "offset": {}}
+    for key, value in loss.items():
+        for head, argument in LOSS_SETTINGS[key]:
+            per_head[head][argument] = value
+    return per_head
 
 
 def _float32(outputs: SMPOutputs) -> SMPOutputs:

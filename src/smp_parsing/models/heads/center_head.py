@@ -10,6 +10,9 @@ from torch import Tensor, nn
 
 from smp_parsing.models.layers.blocks import ConvGNReLU, ConvTower, bias_for_prior, init_conv_normal
 from smp_parsing.models.layers.coordconv import add_coord_channels
+from smp_parsing.models.losses import center_loss
+from smp_parsing.models.targets.center import CenterTargets, build_center_targets
+from smp_parsing.models.targets.instances import BatchInstances
 
 
 def resize_concat(feats: Sequence[Tensor], grid: int) -> Tensor:
@@ -42,10 +45,17 @@ class CenterHead(nn.Module):
         num_convs: tower depth (4).
         num_groups: GroupNorm groups.
         prior_prob: initial center probability (0.01).
+        grid: S_c, the grid of its targets (SMP passes its scaled ``center_grid``).
+        epsilon: center-region scale of its targets (SMP passes ``epsilon``).
+        loss_weight: lambda_c of eq. 2 (SMP passes ``loss.center_weight``).
+        focal_alpha: focal alpha (SMP passes ``loss.focal_alpha``).
+        focal_gamma: focal gamma (SMP passes ``loss.focal_gamma``).
 
     Shapes:
         ``(B, in_channels, S_c, S_c)`` -> ``(B, 1, S_c, S_c)`` logits.
     """
+
+    loss_names = ("loss_center",)
 
     def __init__(
         self,
@@ -56,8 +66,18 @@ class CenterHead(nn.Module):
         num_convs: int = 4,
         num_groups: int = 32,
         prior_prob: float = 0.01,
+        grid: int = 40,
+        epsilon: float = 0.2,
+        loss_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
+        self.grid = int(grid)
+        self.epsilon = float(epsilon)
+        self.loss_weight = float(loss_weight)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
         self.fusion = ConvGNReLU(in_channels, fusion_channels, num_groups=num_groups)
         self.tower = ConvTower(fusion_channels + 2, tower_width, num_convs, num_groups)
         self.out = nn.Conv2d(self.tower.out_channels, 1, 3, padding=1)
@@ -75,3 +95,14 @@ class CenterHead(nn.Module):
         """
         x = add_coord_channels(self.fusion(fused))
         return self.out(self.tower(x))
+
+    def build_targets(self, parsing_list: list[Tensor], instances: BatchInstances) -> CenterTargets:
+        """Center heatmap targets on the S_c grid (:func:`build_center_targets`, no gradient)."""
+        return build_center_targets(instances, grid=self.grid, epsilon=self.epsilon)
+
+    def loss(self, output: Tensor, targets: CenterTargets) -> dict[str, Tensor]:
+        """``loss_center``: weighted focal loss of the ``(B, 1, S_c, S_c)`` center logits."""
+        center = center_loss(
+            output, targets.heatmap, targets.num_pos, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )
+        return {"loss_center": self.loss_weight * center}

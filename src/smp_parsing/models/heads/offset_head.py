@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from smp_parsing.models.layers.blocks import init_conv_normal
 from smp_parsing.models.layers.coordconv import add_coord_channels
 from smp_parsing.models.layers.dcn import deform_conv2d_fp32
+from smp_parsing.models.losses import offset_loss
+from smp_parsing.models.targets.instances import BatchInstances
+from smp_parsing.models.targets.offsets import OffsetTargets, build_offset_targets
 
 
 def _regular_grid() -> Tensor:
@@ -98,11 +101,17 @@ class OffsetHead(nn.Module):
         reduce_kernel_size: kernel of the dense conv that splits the fused feature into the
             branches (3 as in the release; at 58 classes and 40 x 40 it costs ~24 GMAC, a 1
             here costs ~2.6 GMAC and leaves the spatial context to the AdaptBlocks).
+        grid: S_c, the grid of its targets (SMP passes its scaled ``center_grid``).
+        epsilon: center-region scale of its targets (SMP passes ``epsilon``).
+        loss_weight: lambda_o of eq. 2 (SMP passes ``loss.offset_weight``).
+        beta: Smooth L1 transition point (SMP passes ``loss.offset_beta``).
 
     Shapes:
         ``(B, in_channels, S_c, S_c)`` -> ``(B, C_P, 2, S_c, S_c)`` offsets in grid cells,
         ``(dx, dy)`` = human-center cell minus part barycenter cell.
     """
+
+    loss_names = ("loss_offset",)
 
     def __init__(
         self,
@@ -112,9 +121,17 @@ class OffsetHead(nn.Module):
         branch_channels: int = 22,
         num_blocks: int = 1,
         reduce_kernel_size: int = 3,
+        grid: int = 40,
+        epsilon: float = 0.2,
+        loss_weight: float = 1.0,
+        beta: float = 1.0 / 9.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.grid = int(grid)
+        self.epsilon = float(epsilon)
+        self.loss_weight = float(loss_weight)
+        self.beta = float(beta)
         total = num_classes * branch_channels
         self.reduce = nn.Sequential(
             nn.Conv2d(
@@ -150,3 +167,13 @@ class OffsetHead(nn.Module):
         out = self.out(x)
         b, _, h, w = out.shape
         return out.view(b, self.num_classes, 2, h, w)
+
+    def build_targets(self, parsing_list: list[Tensor], instances: BatchInstances) -> OffsetTargets:
+        """Offset targets and weights on the S_c grid (:func:`build_offset_targets`, no gradient)."""
+        return build_offset_targets(instances, grid=self.grid, epsilon=self.epsilon)
+
+    def loss(self, output: Tensor, targets: OffsetTargets) -> dict[str, Tensor]:
+        """``loss_offset``: weighted scale-weighted Smooth L1 of the ``(B, C_P, 2, S_c, S_c)``
+        offsets."""
+        offset = offset_loss(output, targets.offsets, targets.weights, beta=self.beta)
+        return {"loss_offset": self.loss_weight * offset}

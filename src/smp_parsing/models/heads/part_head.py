@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,6 +11,29 @@ from torch import Tensor, nn
 from smp_parsing.models.heads.rfr import RefinedFeatureRetain
 from smp_parsing.models.layers.blocks import ConvTower, bias_for_prior, init_conv_normal
 from smp_parsing.models.layers.coordconv import add_coord_channels
+from smp_parsing.models.losses import dice_loss, part_category_loss, positive_mask_logits
+from smp_parsing.models.targets.instances import BatchInstances
+from smp_parsing.models.targets.parts import PartTargets, build_part_targets
+
+# Table 1's scale ranges on sqrt(w h) of a part box, one per level P2..P6.
+PAPER_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
+
+
+class PartLossInput(NamedTuple):
+    """What the part head's loss reads: its own output and F_mask, which its kernels convolve.
+
+    The mask feature branch has no loss of its own: F_mask is trained through the part head's
+    Dice term, so SMP hands it to the part head's :meth:`PartHead.loss` next to the head output.
+
+    Attributes:
+        cate: per level ``(B, C_P, S_l, S_l)`` category logits.
+        kernels: per level ``(B, C_K, S_l, S_l)`` dynamic kernels.
+        mask_feat: F_mask, ``(B, C_K, h, w)`` at the mask stride.
+    """
+
+    cate: list[Tensor]
+    kernels: list[Tensor]
+    mask_feat: Tensor
 
 
 def part_level_features(feats: Sequence[Tensor]) -> list[Tensor]:
@@ -60,11 +84,21 @@ class PartHead(nn.Module):
         prior_prob: initial foreground probability of the category logits (0.01).
         rfr: optional :class:`~smp_parsing.models.heads.rfr.RefinedFeatureRetain` applied
             between the towers and the category output conv.
+        scale_ranges: five ``(lo, hi)`` ranges on ``sqrt(w h)`` of part boxes, the level
+            assignment of its targets (SMP passes ``scale_ranges``).
+        epsilon: center-region scale of its targets (SMP passes ``epsilon``).
+        part_weight: lambda_p of eq. 2 (SMP passes ``loss.part_weight``).
+        mask_weight: lambda_d of eq. 2 (SMP passes ``loss.mask_weight``).
+        focal_alpha: focal alpha (SMP passes ``loss.focal_alpha``).
+        focal_gamma: focal gamma (SMP passes ``loss.focal_gamma``).
+        dice_eps: Dice smoothing (SMP passes ``loss.dice_eps``).
 
     Shapes:
         P2..P6 -> ``cate`` per level ``(B, C_P, S_l, S_l)`` and ``kernels`` per level
         ``(B, C_K, S_l, S_l)``.
     """
+
+    loss_names = ("loss_part", "loss_mask")
 
     def __init__(
         self,
@@ -78,12 +112,29 @@ class PartHead(nn.Module):
         num_groups: int = 32,
         prior_prob: float = 0.01,
         rfr: RefinedFeatureRetain | None = None,
+        scale_ranges: Sequence[Sequence[float]] = PAPER_SCALE_RANGES,
+        epsilon: float = 0.2,
+        part_weight: float = 1.0,
+        mask_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        dice_eps: float = 0.002,
     ) -> None:
         super().__init__()
-        if len(num_grids) != 5:
-            raise ValueError(f"num_grids needs one grid per level P2..P6, got {list(num_grids)}")
+        if len(num_grids) != 5 or len(scale_ranges) != 5:
+            raise ValueError(
+                f"num_grids and scale_ranges need one entry per level P2..P6, got "
+                f"{list(num_grids)} and {list(scale_ranges)}"
+            )
         self.num_classes = num_classes
         self.num_grids = [int(s) for s in num_grids]
+        self.scale_ranges = [tuple(float(v) for v in r) for r in scale_ranges]
+        self.epsilon = float(epsilon)
+        self.part_weight = float(part_weight)
+        self.mask_weight = float(mask_weight)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.dice_eps = float(dice_eps)
         self.cate_tower = ConvTower(in_channels, tower_width, num_convs, num_groups)
         self.kernel_tower = ConvTower(in_channels + 2, tower_width, num_convs, num_groups)
         self.cate_out = nn.Conv2d(self.cate_tower.out_channels, num_classes, 3, padding=1)
@@ -129,3 +180,24 @@ class PartHead(nn.Module):
             cate.append(c)
             kernels.append(k)
         return cate, kernels
+
+    def build_targets(self, parsing_list: list[Tensor], instances: BatchInstances) -> PartTargets:
+        """Per-level category targets, positive cells and their mask targets
+        (:func:`build_part_targets`, no gradient)."""
+        return build_part_targets(
+            instances, grids=self.num_grids, scale_ranges=self.scale_ranges, epsilon=self.epsilon
+        )
+
+    def loss(self, output: PartLossInput, targets: PartTargets) -> dict[str, Tensor]:
+        """``loss_part`` (focal, categories of all levels) and ``loss_mask`` (Dice of the
+        positive cells' masks: their kernels convolved with F_mask), weighted."""
+        part = part_category_loss(
+            output.cate, targets.labels, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )
+        mask_logits = positive_mask_logits(
+            output.kernels, output.mask_feat, targets.pos_batch, targets.pos_level, targets.pos_cell
+        )
+        # With no positive, kernels and F_mask still get a (zero) gradient (DDP).
+        untouched = sum(k.sum() for k in output.kernels) * 0 + output.mask_feat.sum() * 0
+        mask = dice_loss(mask_logits, targets.mask_targets, eps=self.dice_eps) + untouched
+        return {"loss_part": self.part_weight * part, "loss_mask": self.mask_weight * mask}
