@@ -10,19 +10,24 @@ checkpoint is written to ``<name>.tmp-<pid>`` next to its target and ``os.replac
 
 Set as a trainer plugin (``conf/trainer/default.yaml``), it covers every save of the trainer:
 ``ModelCheckpoint`` (top-k, ``last.ckpt``, step checkpoints), the pre-emption checkpoint and
-Lightning's own SLURM ``hpc_ckpt_<n>.ckpt``. (``AtomicModelCheckpoint`` does the same for its own
-files with an override of a private ``ModelCheckpoint`` method; with this plugin that override
-is no longer needed for atomicity.)
+Lightning's own SLURM ``hpc_ckpt_<n>.ckpt``. ``save_checkpoint_atomically`` does the same one
+level up, around ``trainer.save_checkpoint``, for the callbacks that save their own files
+(``AtomicModelCheckpoint`` through an override of a private ``ModelCheckpoint`` method, and the
+pre-emption checkpoint), so they stay atomic under a trainer configured without this plugin.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 def is_local(path: str | os.PathLike) -> bool:
@@ -48,3 +53,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)  # only left behind when the save failed
+
+
+def save_checkpoint_atomically(
+    trainer: pl.Trainer, path: str | os.PathLike, weights_only: bool = False
+) -> str:
+    """``trainer.save_checkpoint`` to ``<path>.tmp-<pid>``, then ``os.replace`` it over ``path``.
+
+    Every rank must call it, as ``trainer.save_checkpoint`` itself (it may gather sharded state);
+    rank 0 writes. A failed save (disk full, an error while serialising, Ctrl-C) removes its
+    checkpoint-sized temp file and re-raises; the previous file at ``path`` stays intact.
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = str(path)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    if trainer.is_global_zero:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer.save_checkpoint(tmp_path, weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp_path, path)
+    except BaseException:
+        if trainer.is_global_zero:
+            with contextlib.suppress(OSError):
+                os.remove(tmp_path)
+        raise
+    trainer.strategy.barrier("save_checkpoint_atomically")
+    return path

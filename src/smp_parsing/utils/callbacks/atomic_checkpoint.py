@@ -17,12 +17,12 @@ resuming requires.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from weakref import proxy
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from smp_parsing.utils.checkpoint_io import save_checkpoint_atomically
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
@@ -48,20 +48,7 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         self._refresh_last(trainer, on_train_epoch_end=False)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        tmp_path = f"{filepath}.tmp-{os.getpid()}"
-        try:
-            # Every rank must call save_checkpoint (it may gather sharded state); rank 0 writes.
-            trainer.save_checkpoint(tmp_path, self.save_weights_only)
-            if trainer.is_global_zero:
-                os.replace(tmp_path, filepath)
-        except BaseException:
-            # A failed save (disk full, an error while serialising, Ctrl-C) must not leave a
-            # checkpoint-sized temp file behind at every attempt; the previous file stays intact.
-            if trainer.is_global_zero:
-                with contextlib.suppress(OSError):
-                    os.remove(tmp_path)
-            raise
-        trainer.strategy.barrier("AtomicModelCheckpoint.replace")
+        save_checkpoint_atomically(trainer, filepath, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         if trainer.is_global_zero:

@@ -43,7 +43,6 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -52,6 +51,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
+
+from smp_parsing.utils.checkpoint_io import save_checkpoint_atomically
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +147,6 @@ def shield_workers(loaders: Any) -> int:
             loader.worker_init_fn = IgnoreTerminationSignals(loader.worker_init_fn)
             changed += 1
     return changed
-
-
-def save_atomically(trainer: pl.Trainer, path: str | os.PathLike) -> str:
-    """``trainer.save_checkpoint`` to a temporary sibling, then ``os.replace`` (rank 0 writes;
-    every rank must call it, as ``save_checkpoint`` itself)."""
-    path = str(path)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    if trainer.is_global_zero:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(tmp_path)
-    if trainer.is_global_zero:
-        os.replace(tmp_path, path)
-    trainer.strategy.barrier("save_atomically")
-    return path
 
 
 def slurm_job_id() -> str:
@@ -298,7 +285,7 @@ class PreemptionCheckpoint(Callback):
         # last completed step (a KeyboardInterrupt or an error may come from inside a step).
         if not isinstance(exception, SIGTERMException):
             return
-        self.saved_path = save_atomically(trainer, self.path)
+        self.saved_path = save_checkpoint_atomically(trainer, self.path)
         self.saved_step = trainer.global_step
         if trainer.is_global_zero:
             log.info(
