@@ -190,17 +190,23 @@ def test_release_grouping_guards_a_zero_radius():
     )
 
 
-def loop_group_release(pointed, finite, part_scores, cand_thr, thr, min_radius):
-    """The release's grouping one human, class and candidate at a time."""
+def loop_candidates(part_scores, thr):
+    """Every (score, level, class, y, x) cell of ``part_scores`` above ``thr``, one at a time."""
     levels, num_cls, grid, _ = part_scores.shape
-    cands = [
+    return [
         (part_scores[lv, c, y, x].item(), lv, c, y, x)
         for lv in range(levels)
         for c in range(num_cls)
         for y in range(grid)
         for x in range(grid)
-        if part_scores[lv, c, y, x] > cand_thr
+        if part_scores[lv, c, y, x] > thr
     ]
+
+
+def loop_group_release(pointed, finite, part_scores, cand_thr, thr, min_radius):
+    """The release's grouping one human, class and candidate at a time."""
+    num_cls, grid = part_scores.shape[1], part_scores.shape[-1]
+    cands = loop_candidates(part_scores, cand_thr)
     cands.sort(key=lambda e: (e[3], e[4], e[1]))  # ties: first cell in (y, x), lowest level
     chosen = []
     for q in range(pointed.shape[0]):
@@ -374,15 +380,8 @@ def test_decode_rejects_mismatched_metas():
 
 def loop_select_parts(pointed, accepted, part_scores, thr, min_radius):
     """select_parts one human, level, class and candidate at a time."""
-    levels, num_cls, grid, _ = part_scores.shape
-    cands = [
-        (part_scores[lv, c, y, x].item(), lv, c, y, x)
-        for lv in range(levels)
-        for c in range(num_cls)
-        for y in range(grid)
-        for x in range(grid)
-        if part_scores[lv, c, y, x] > thr
-    ]
+    levels, num_cls = part_scores.shape[:2]
+    cands = loop_candidates(part_scores, thr)
     chosen = []
     for q in range(pointed.shape[0]):
         acc = [c for c in range(num_cls) if accepted[:, q, c].any()]
