@@ -389,7 +389,17 @@ def parse_pytest_summary(output: str) -> dict[str, int]:
 
 def phase_gpu_tests(check: Check, limit: float) -> dict[str, Any]:
     """``pytest -m gpu`` in a subprocess: every gpu test passes (on a GPU none may skip)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--tb=short",
+        "-m",
+        "gpu",
+    ]
     cmd += check.settings.test_paths
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=limit)
     output = proc.stdout + proc.stderr
@@ -408,6 +418,9 @@ def phase_gpu_tests(check: Check, limit: float) -> dict[str, Any]:
     if not ok:
         figures["status"] = "failed"
         figures.setdefault("error", "; ".join(figures["failures"][:3]) or output[-500:])
+        # the summary line cuts the assertion: keep the tracebacks, they are all a remote
+        # machine's run leaves behind
+        figures["output_tail"] = output[-6000:]
     return figures
 
 

@@ -86,6 +86,31 @@ def test_decode_two_people_with_intermediates():
     assert pred["offsets"].shape == (C_P, 2, GRID, GRID)
 
 
+def test_decode_keeps_tied_persons_in_raster_order():
+    """64 humans with tied center scores (a well-trained network saturates them) come out in
+    their cells' raster order, on every device: an unstable sort shuffles ties of this size on
+    the CPU too, and ordered them differently on CUDA (tests/gpu/test_decode_cuda.py)."""
+    grid, step = 16, 2
+    center = torch.full((1, 1, grid, grid), -10.0)
+    center[0, 0, ::step, ::step] = 6.0
+    cate = torch.full((1, C_P, grid, grid), -10.0)
+    cate[0, 0, ::step, ::step] = 10.0  # each human's head part sits on its own cell
+    outputs = SMPOutputs(
+        center=center,
+        offsets=torch.zeros(1, C_P, 2, grid, grid),
+        cate=[cate],
+        kernels=[torch.full((1, 1, grid, grid), 10.0)],
+        mask_feat=torch.ones(1, 1, 2 * grid, 2 * grid),
+    )
+    meta = {k: (8 * grid, 8 * grid) for k in ("img_size", "ori_size", "pad_size")}
+    (pred,) = decode_parsing(
+        outputs, [meta], strides=STRIDES, max_humans=100, return_intermediates=True
+    )
+    raster = [[float(x), float(y)] for y in range(0, grid, step) for x in range(0, grid, step)]
+    assert len(set(pred["scores"].tolist())) == 1
+    assert pred["centers"].tolist() == raster
+
+
 def test_decode_without_intermediates_has_only_parsing_and_scores():
     (pred,) = decode_parsing(two_people(), [META], strides=STRIDES)
     assert set(pred) == {"parsing", "scores"}

@@ -263,10 +263,12 @@ def _decode_image(
     device = center.device
     levels, num_part_classes, grid, _ = part_scores.shape
 
-    # 1. Humans: peak cells, highest center scores first.
+    # 1. Humans: peak cells, highest center scores first. A stable sort keeps tied scores in
+    # raster order (nonzero's), so the persons come in one order on every device: CUDA's
+    # unstable sort ordered a well-trained network's saturated (tied) scores differently.
     hy, hx = peaks.nonzero(as_tuple=True)
     human_scores = center[hy, hx]
-    top = torch.argsort(human_scores, descending=True)[: cfg.max_humans]
+    top = torch.argsort(human_scores, descending=True, stable=True)[: cfg.max_humans]
     hy, hx, human_scores = hy[top], hx[top], human_scores[top]
     num_humans = hy.numel()
 
