@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import time
+import warnings
 from types import SimpleNamespace
 
 import hydra
@@ -13,7 +15,7 @@ import torch
 from conftest import tiny_net_config
 from smp_parsing.lit_module import SMPLitModule
 from smp_parsing.metrics import ParsingMetrics
-from smp_parsing.utils.callbacks import NonFiniteLossError, NonFiniteLossGuard
+from smp_parsing.utils.callbacks import InferenceTimer, NonFiniteLossError, NonFiniteLossGuard
 from smp_parsing.utils.lr_schedule import WarmupMultiStepLR, warmup_multistep_factor
 
 
@@ -148,15 +150,26 @@ def test_lr_is_scaled_to_the_real_total_batch() -> None:
     assert opt.param_groups[0]["momentum"] == 0.9
 
 
+def validation_batch(module: SMPLitModule, timer: InferenceTimer, batch: dict) -> list[dict]:
+    """One validation batch through the hooks in the order of Lightning's evaluation loop
+    (callbacks' batch start, step, callbacks' batch end, then the module's batch end)."""
+    timer.on_validation_batch_start(None, module, batch, 0)
+    with torch.no_grad():
+        preds = module.validation_step(batch, 0)
+    timer.on_validation_batch_end(None, module, preds, batch, 0)
+    module.on_validation_batch_end(preds, batch, 0)
+    return preds
+
+
 def test_validation_feeds_the_metric_and_tracks_the_best() -> None:
     module = make_module().eval()
     batch = make_batch(train=False)
-    with torch.no_grad():
-        preds = module.validation_step(batch, 0)
+    timer = InferenceTimer()
+    preds = validation_batch(module, timer, batch)
     assert len(preds) == 2 and all(p["parsing"].shape[-2:] == (SIZE, SIZE) for p in preds)
     values = module.val_metrics.compute()
     assert {"APp50", "APpvol", "PCP50", "mIoU"} <= set(values)
-    assert module._infer_images == 2 and module._infer_seconds > 0
+    assert timer.images == 2 and timer.seconds > 0
     # separate objects per stage: the test metric saw nothing
     assert module.test_metrics is not module.val_metrics
     assert int(module.test_metrics.num_gt) == 0 and int(module.val_metrics.num_gt) == 2
@@ -166,6 +179,52 @@ def test_validation_feeds_the_metric_and_tracks_the_best() -> None:
     module._trainer = SimpleNamespace(state=SimpleNamespace(fn="fit"), sanity_checking=False)
     module.on_validation_epoch_end()
     assert logged["val/APpvol_best"] == logged["val/APpvol"] == pytest.approx(values["APpvol"])
+
+
+class SlowBatchEnd(pl.Callback):
+    """A callback whose validation batch end takes ``seconds`` (as the image logger's forward)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_validation_batch_end(self, *args, **kwargs) -> None:
+        time.sleep(self.seconds)
+
+
+def test_fps_times_the_step_without_the_metric_update_or_later_callbacks(tmp_path) -> None:
+    # Through a real Trainer: Lightning calls the callbacks' batch end (the timer's first) before
+    # the module's, which updates the metric; a slow update must not reach val/fps.
+    module = make_module().eval()
+    step_s, update_s = 0.05, 0.5
+    predict, update = module.predict_images, module.val_metrics.update
+
+    def slow_predict(*args, **kwargs):
+        time.sleep(step_s)
+        return predict(*args, **kwargs)
+
+    def slow_update(*args, **kwargs):
+        time.sleep(update_s)
+        return update(*args, **kwargs)
+
+    module.predict_images, module.val_metrics.update = slow_predict, slow_update
+    timer = InferenceTimer()
+    trainer = pl.Trainer(accelerator="cpu", callbacks=[timer, SlowBatchEnd(update_s)], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    loader = torch.utils.data.DataLoader([make_batch(train=False)] * 3, batch_size=None)
+    (logged,) = trainer.validate(module, dataloaders=loader, verbose=False)
+    assert timer.images == 6 and logged["val/num_images"] == 6  # the metric was fed
+    assert 3 * step_s <= timer.seconds < 3 * update_s  # the step in, the update and logger out
+    assert logged["val/fps"] == pytest.approx(6 / timer.seconds, rel=1e-5)
+
+
+def test_the_timer_warns_when_a_callback_before_it_would_be_timed() -> None:
+    timer = InferenceTimer()
+    with pytest.warns(UserWarning, match=r"after \['SlowBatchEnd'\].*List the timer first"):
+        timer.setup(SimpleNamespace(callbacks=[SlowBatchEnd(0), timer]), None, "validate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        timer.setup(SimpleNamespace(callbacks=[timer, SlowBatchEnd(0)]), None, "validate")
 
 
 @pytest.mark.parametrize(
@@ -234,6 +293,7 @@ def test_predictions_do_not_depend_on_the_eval_batch_size(tmp_path) -> None:
         with torch.no_grad():
             for batch in datamodule.val_dataloader():
                 outputs = module.validation_step(batch, 0)
+                module.on_validation_batch_end(outputs, batch, 0)
                 preds.update(zip(batch["image_ids"], outputs))
         results[batch_size] = preds
     sizes = {b["metas"][0]["pad_size"] for b in datamodule.val_dataloader()}

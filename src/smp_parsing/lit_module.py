@@ -5,15 +5,19 @@ module wires the steps: which loss is optimised (the full eq. 2 sum, or only the
 plug-in stage, paper section 4.3), the optimiser and its schedule (paper appendix), logging, and
 the metrics (separate objects per stage so that validation and test never share state). Which
 parameters train in the MIR stage is a ``BaseFinetuning`` callback (utils/callbacks/mir_freeze.py);
-the random streams in checkpoints and the DDP buffer broadcast are callbacks too
-(conf/callbacks/default.yaml: rng_state, buffer_broadcast).
+the random streams in checkpoints, the DDP buffer broadcast and the FPS timing are callbacks too
+(conf/callbacks/default.yaml: rng_state, buffer_broadcast, inference_timer).
+
+Evaluation: ``validation_step`` / ``test_step`` return the decoded predictions and the module's
+``on_{validation,test}_batch_end`` feeds them to the metric. Lightning runs the callbacks'
+batch-end hooks before the module's, so ``InferenceTimer`` (utils/callbacks/inference_timer.py)
+times the step without the metric update.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -88,8 +92,8 @@ class SMPLitModule(LightningModule):
         self.inference_config: dict[str, Any] | None = None
         # Last loss terms (detached), read by the non-finite loss guard for its message.
         self.last_loss_terms: dict[str, Tensor] = {}
-        self._infer_seconds = 0.0
-        self._infer_images = 0
+        # images fed to the metric this epoch (this rank): `<split>/num_images`
+        self._scored_images = 0
         # The MIR stage's freeze is a BaseFinetuning callback (utils/callbacks/mir_freeze.py),
         # brought by the module (configure_callbacks) since the stage is its hyper-parameter;
         # applied here too, so that a stage-"mir" module is frozen as built (also outside a
@@ -184,19 +188,19 @@ class SMPLitModule(LightningModule):
         preds = self.predict_images(batch["images"], batch["metas"])
         return [{"parsing": p["parsing"].cpu(), "scores": p["scores"].cpu()} for p in preds]
 
-    def _evaluate_batch(self, batch: dict[str, Any], metric: Metric) -> list[dict[str, Tensor]]:
-        """Decode one batch image by image and feed the metric; times the inference for FPS."""
-        if batch is None:  # every sample skipped as bad
+    def _evaluate_batch(self, batch: dict[str, Any] | None) -> list[dict[str, Tensor]]:
+        """Decoded predictions of one evaluation batch (nothing when every sample was skipped as
+        bad). The metric update is in :meth:`_score_batch`, outside the timed step."""
+        if batch is None:
             return []
-        images = batch["images"]
-        if images.is_cuda:
-            torch.cuda.synchronize(images.device)
-        t0 = time.perf_counter()
-        preds = self.predict_images(images, batch["metas"])
-        if images.is_cuda:
-            torch.cuda.synchronize(images.device)
-        self._infer_seconds += time.perf_counter() - t0
-        self._infer_images += images.shape[0]
+        return self.predict_images(batch["images"], batch["metas"])
+
+    def _score_batch(
+        self, preds: list[dict[str, Tensor]], batch: dict[str, Any] | None, metric: Metric
+    ) -> None:
+        """Feed ``metric`` one batch's predictions against its ground truth."""
+        if batch is None:
+            return
         metric.update(
             [{"parsing": p["parsing"], "scores": p["scores"]} for p in preds],
             # image ids make the global tie-break independent of how images are split over ranks
@@ -205,12 +209,12 @@ class SMPLitModule(LightningModule):
                 for gt, image_id in zip(batch["parsing"], batch["image_ids"])
             ],
         )
-        return preds
+        self._scored_images += len(preds)
 
     def _reset_eval(self, metric: Metric) -> None:
         # ddp_spawn may start torchmetrics states shared between processes: always start clean.
         metric.reset()
-        self._infer_seconds, self._infer_images = 0.0, 0
+        self._scored_images = 0
 
     def _log_eval(self, prefix: str, metric: Metric) -> dict[str, float]:
         values = metric.compute()  # synchronised across ranks by torchmetrics
@@ -218,12 +222,10 @@ class SMPLitModule(LightningModule):
             # Already reduced over ranks: logging with sync_dist would average equal values.
             self.log(f"{prefix}/{name}", float(value), sync_dist=False,
                      prog_bar=name in PROGRESS_BAR_METRICS)  # fmt: skip
-        fps = self._infer_images / self._infer_seconds if self._infer_seconds > 0 else 0.0
         # Collectives only here, at the epoch end: under DDP the ranks' step counts may differ
         # by one (data/sampler.ShardSampler repeats no image), so no step may wait for the others.
-        self.log(f"{prefix}/fps", fps, sync_dist=True)
-        # images evaluated over all ranks: each once (a repeated one would also count twice)
-        self.log(f"{prefix}/num_images", float(self._infer_images), sync_dist=True,
+        # Images evaluated over all ranks: each once (a repeated one would also count twice).
+        self.log(f"{prefix}/num_images", float(self._scored_images), sync_dist=True,
                  reduce_fx="sum")  # fmt: skip
         metric.reset()
         return {k: float(v) for k, v in values.items()}
@@ -233,7 +235,13 @@ class SMPLitModule(LightningModule):
         self._reset_eval(self.val_metrics)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
-        return self._evaluate_batch(batch, self.val_metrics)
+        """Per image ``parsing`` ``P x H0 x W0`` and ``scores`` (scored in the batch-end hook)."""
+        return self._evaluate_batch(batch)
+
+    def on_validation_batch_end(
+        self, outputs: list[dict[str, Tensor]], batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._score_batch(outputs, batch, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_eval("val", self.val_metrics)
@@ -253,7 +261,13 @@ class SMPLitModule(LightningModule):
         self._reset_eval(self.test_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Tensor]]:
-        return self._evaluate_batch(batch, self.test_metrics)
+        """As :meth:`validation_step`, for the test split."""
+        return self._evaluate_batch(batch)
+
+    def on_test_batch_end(
+        self, outputs: list[dict[str, Tensor]], batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._score_batch(outputs, batch, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test", self.test_metrics)

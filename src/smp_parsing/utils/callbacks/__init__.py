@@ -3,6 +3,7 @@
 from smp_parsing.utils.callbacks.atomic_checkpoint import AtomicModelCheckpoint
 from smp_parsing.utils.callbacks.buffer_broadcast import BroadcastBuffers
 from smp_parsing.utils.callbacks.image_logger import ParsingImageLogger
+from smp_parsing.utils.callbacks.inference_timer import InferenceTimer
 from smp_parsing.utils.callbacks.mir_freeze import MIRStageFreeze
 from smp_parsing.utils.callbacks.nonfinite_guard import NonFiniteLossError, NonFiniteLossGuard
 from smp_parsing.utils.callbacks.prediction_writer import PredictionDirWriter
@@ -14,6 +15,7 @@ from smp_parsing.utils.callbacks.wandb_panels import WandbPanels
 __all__ = [
     "AtomicModelCheckpoint",
     "BroadcastBuffers",
+    "InferenceTimer",
     "MIRStageFreeze",
     "NonFiniteLossError",
     "NonFiniteLossGuard",
