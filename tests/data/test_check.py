@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from smp_parsing.data.check import main
 
@@ -57,3 +60,47 @@ def test_densepose_and_missing_root(tmp_path, capsys):
     )
     assert main(["--dataset", "mhp", "--root", str(tmp_path / "none")]) == 1
     assert "expected MHP v2 layout" in capsys.readouterr().out
+
+
+def test_a_registered_data_set_is_checkable_with_no_edit_to_check(tmp_path, capsys):
+    """The toy data set of the "add a data set" walk-through, registered in that test module
+    (``--import`` loads it; here it is imported already): the registry gives check.py its
+    reader, label space and root check."""
+    from . import test_add_dataset as toy
+
+    args = ["--import", toy.__name__, "--dataset", "toy", "--root", str(tmp_path / "toy")]
+    # the registry's root check: the missing files and the toy's layout
+    assert main([*args, "--split", "val"]) == 1
+    out = capsys.readouterr().out
+    assert "toy val data not found" in out and "expected toy layout" in out
+
+    toy.write_toy_tree(tmp_path / "toy", "val", 3)
+    assert main([*args, "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    # the toy's class names, 3 images x 2 persons, each person with all 4 parts
+    assert "left-arm" in out and "│ 6 " in out and "ToyDataset" in out
+    assert main([*args, "--split", "val", "--limit", "2"]) == 0  # the reader's own limit
+    assert re.search(r"images read +│ 2 ", capsys.readouterr().out)
+
+    (tmp_path / "toy" / "val" / "1_2.png").write_bytes(b"\x89PNG broken")
+    assert main([*args, "--split", "val"]) == 1
+    assert "1_2.png: cannot read annotation" in capsys.readouterr().out
+
+
+def test_reader_arguments_are_checked_against_the_registered_reader(tmp_path, capsys):
+    root = tree(tmp_path)
+    # a flag the reader does not take, a KEY=VALUE argument, a missing required argument
+    with pytest.raises(SystemExit):
+        main(["--dataset", "mhp", "--root", str(root), "--ann-file", "x.json"])
+    assert "--ann-file is not an argument of MHPv2Dataset" in capsys.readouterr().err
+    assert main(["--dataset", "mhp", "--root", str(root), "--arg", "load_pose=false"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--dataset", "mhp", "--root", str(root), "--arg", "nope=1"])
+    assert "--arg nope: not an argument of MHPv2Dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", "densepose", "--image-root", str(tmp_path)])
+    assert "--dataset densepose needs ann_file (--ann-file)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--dataset", "nope"])
+    assert "unknown data set 'nope'" in capsys.readouterr().err

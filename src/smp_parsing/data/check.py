@@ -7,6 +7,14 @@
         --ann-file data/densepose_coco/annotations/densepose_coco_2014_minival.json \\
         --image-root data/densepose_coco/val2014
     python -m smp_parsing.data.check --dataset cihp --root data/CIHP --split val [--layout coco]
+    python -m smp_parsing.data.check --import my_project.toy --dataset toy --root data/toy \
+        --arg some_reader_argument=3
+
+Any registered data set is checkable (:mod:`smp_parsing.data.registry`, as the data module
+builds it): its registered reader is built with the flags it takes (``--root``, ``--ann-file``,
+``--image-root``, ``--parsing-dir``, ``--layout``, any other argument as ``--arg KEY=VALUE``),
+its root checked first by the registry (missing paths and the layout the reader expects). A data
+set registered outside ``smp_parsing`` is loaded with ``--import MODULE``.
 
 Every sample is read and validated exactly as training reads it (same readers, same checks). The
 summary gives images, persons, part instances per class and every problem with its file; the exit
@@ -16,19 +24,21 @@ code is 1 when there is any problem, 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from smp_parsing.data.cihp import LAYOUTS, CIHPDataset
-from smp_parsing.data.densepose import DensePoseParsingDataset
+from smp_parsing.data.base import ParsingDataset
 from smp_parsing.data.errors import BadSampleError, DataRootError
-from smp_parsing.data.mhp import MHPv2Dataset
-from smp_parsing.metadata import get_dataset_meta
+from smp_parsing.data.registry import DatasetSpec, get_dataset_spec
 
 
 @dataclass
@@ -52,24 +62,24 @@ class ScanSummary:
     problems: list[BadSampleError] = field(default_factory=list)
 
 
-def scan(
-    dataset: MHPv2Dataset | DensePoseParsingDataset | CIHPDataset, num_classes: int
-) -> ScanSummary:
+def scan(dataset: ParsingDataset, num_classes: int, limit: int | None = None) -> ScanSummary:
     """Read every sample of ``dataset`` and collect statistics and problems.
 
     Args:
         dataset: A reader built with ``on_bad_sample="skip"`` (its construction problems are in
             ``dataset.tracker.problems``).
         num_classes: Classes including background.
+        limit: Read only the first ``limit`` samples (for a reader that takes no ``limit``).
     """
+    count = len(dataset) if limit is None else min(len(dataset), limit)  # type: ignore[arg-type]
     summary = ScanSummary(
-        num_images=len(dataset),
+        num_images=count,
         part_instances=np.zeros(num_classes, np.int64),
         part_pixels=np.zeros(num_classes, np.int64),
     )
     summary.problems.extend(dataset.tracker.problems)
     summary.num_images += sum("no image for it" in p.problem for p in dataset.tracker.problems)
-    for index in range(len(dataset)):
+    for index in range(count):
         try:
             sample = dataset.load_sample(index)
         except BadSampleError as error:
@@ -131,13 +141,100 @@ def print_summary(
             )
 
 
+# Reader arguments the common flags fill, in order of preference: the first one the registered
+# reader takes (DensePose names its image folder image_root, CIHP's coco layout image_dir).
+READER_FLAGS: dict[str, tuple[str, ...]] = {
+    "root": ("root",),
+    "ann_file": ("ann_file",),
+    "image_root": ("image_root", "image_dir"),
+    "parsing_dir": ("parsing_dir",),
+    "layout": ("layout",),
+}
+# Set by the scan itself, never from the command line.
+SCAN_KEYWORDS = ("on_bad_sample", "limit", "transforms")
+
+
+def reader_keywords(
+    spec: DatasetSpec, split: str, flags: dict[str, Any], extra: Sequence[str]
+) -> dict[str, Any]:
+    """The keyword arguments of the registered reader of ``spec`` for a scan of ``split``.
+
+    Args:
+        spec: The registered data set (its ``reader`` is called with the result).
+        split: Passed as ``split`` when the reader takes one.
+        flags: ``{flag: value}`` of the common flags (``root``, ``ann_file`` ...; see
+            :data:`READER_FLAGS`), ``None`` when not given.
+        extra: ``KEY=VALUE`` reader arguments (values read as YAML: ``3``, ``true``, ``null``).
+
+    Returns:
+        The reader's keywords, ``num_classes`` from the registered label space when it takes
+        one, ``on_bad_sample="skip"`` (every problem collected, none raised).
+
+    Raises:
+        ValueError: a flag or argument the reader does not take, a malformed ``KEY=VALUE``, or
+            a required reader argument missing (named with the flags that give it).
+    """
+    reader = spec.reader
+    if not isinstance(reader, type):
+        raise ValueError(f"data set {spec.name!r} has no registered reader to scan with")
+    params = inspect.signature(reader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def takes(name: str) -> bool:
+        return name in params or takes_any
+
+    keywords: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        name = next((n for n in READER_FLAGS[flag] if takes(n)), None)
+        if name is None:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} is not an argument of {reader.__name__} "
+                f"({spec.name}); it takes {sorted(set(params) - set(SCAN_KEYWORDS))}"
+            )
+        keywords[name] = value
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--arg {item!r}: expected KEY=VALUE")
+        if not takes(key) or key in SCAN_KEYWORDS:
+            raise ValueError(f"--arg {key}: not an argument of {reader.__name__} ({spec.name})")
+        keywords[key] = yaml.safe_load(value)
+    if takes("split"):
+        keywords.setdefault("split", split)
+    if takes("num_classes"):
+        keywords.setdefault("num_classes", spec.meta.num_classes)
+    missing = [
+        name
+        for name, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        and name not in keywords
+        and name not in SCAN_KEYWORDS
+    ]
+    if missing:
+        how = {n: f"--{f.replace('_', '-')}" for f, names in READER_FLAGS.items() for n in names}
+        given_as = ", ".join(f"{n} ({how.get(n, f'--arg {n}=...')})" for n in missing)
+        raise ValueError(f"--dataset {spec.name} needs {given_as}")
+    return keywords
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (1 when problems were found)."""
     parser = argparse.ArgumentParser(
         description="Scan a multi-human parsing data set for problems."
     )
     parser.add_argument(
-        "--dataset", choices=("mhp", "synthetic", "densepose", "cihp"), required=True
+        "--dataset", required=True, help="a registered data set: mhp, synthetic, densepose, cihp..."
+    )
+    parser.add_argument(
+        "--import",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (registers a data set defined outside smp_parsing); repeatable",
     )
     parser.add_argument(
         "--root",
@@ -147,57 +244,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--split", default="val", help="MHP list name: train, val, test_all ...; CIHP: train, val"
     )
-    parser.add_argument(
-        "--layout", choices=LAYOUTS, default="official", help="CIHP layout (default official)"
-    )
+    parser.add_argument("--layout", help="CIHP layout: official (the reader's default) or coco")
     parser.add_argument("--ann-file", help="DensePose-COCO json; CIHP coco: overrides the json")
     parser.add_argument(
         "--image-root", help="DensePose-COCO image folder; CIHP coco: overrides <split>_img"
     )
     parser.add_argument("--parsing-dir", help="CIHP coco: overrides <split>_parsing")
+    parser.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other argument of the reader (value read as YAML); repeatable",
+    )
     parser.add_argument("--limit", type=int, default=None, help="scan only the first K images")
     args = parser.parse_args(argv)
     console = Console()
-    meta = get_dataset_meta(args.dataset)
+    for module in args.modules:
+        importlib.import_module(module)
     try:
-        if args.dataset == "densepose":
-            if not (args.ann_file and args.image_root):
-                parser.error("--dataset densepose needs --ann-file and --image-root")
-            dataset = DensePoseParsingDataset(
-                args.ann_file, args.image_root, on_bad_sample="skip", limit=args.limit
-            )
-            title = f"DensePose-COCO {args.ann_file}"
-        elif args.dataset == "cihp":
-            if not args.root:
-                parser.error("--dataset cihp needs --root")
-            dataset = CIHPDataset(
-                args.root,
-                split=args.split,
-                layout=args.layout,
-                on_bad_sample="skip",
-                limit=args.limit,
-                num_classes=meta.num_classes,
-                ann_file=args.ann_file,
-                image_dir=args.image_root,
-                parsing_dir=args.parsing_dir,
-            )
-            title = f"CIHP ({args.layout} layout) {args.root} [{args.split}]"
-        else:
-            if not args.root:
-                parser.error(f"--dataset {args.dataset} needs --root")
-            dataset = MHPv2Dataset(
-                args.root,
-                split=args.split,
-                on_bad_sample="skip",
-                limit=args.limit,
-                num_classes=meta.num_classes,
-            )
-            title = f"{args.dataset} {args.root} [{args.split}]"
+        spec = get_dataset_spec(args.dataset)
+        flags = {flag: getattr(args, flag) for flag in READER_FLAGS}
+        keywords = reader_keywords(spec, args.split, flags, args.arg)
+    except (KeyError, ValueError) as error:
+        parser.error(str(error).strip("'\""))
+    takes_limit = "limit" in inspect.signature(spec.reader).parameters
+    shown = ", ".join(f"{k}={v}" for k, v in keywords.items() if k != "num_classes")
+    title = f"{spec.name} ({spec.reader.__name__}) {shown}"
+    try:
+        # The registry's root check first (as the data module's prepare_data): what is missing
+        # and the layout expected, before the reader trips over the first missing file.
+        spec.check_root(args.split, **keywords)
+        extra = {"limit": args.limit} if takes_limit else {}
+        dataset = spec.reader(**keywords, on_bad_sample="skip", **extra)
     except (DataRootError, BadSampleError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print("[bold red]error:[/]", end=" ")  # the message unstyled: paths stay intact
+        console.print(str(error), soft_wrap=True, markup=False, highlight=False)
         return 1
-    summary = scan(dataset, meta.num_classes)
-    print_summary(summary, meta.classes, title, console)
+    summary = scan(dataset, spec.meta.num_classes, None if takes_limit else args.limit)
+    print_summary(summary, spec.meta.classes, title, console)
     return 1 if summary.problems else 0
 
 
