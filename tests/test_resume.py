@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,75 +13,130 @@ import torch
 
 from conftest import compose_config, tiny_train_overrides
 from smp_parsing.train import train
-from smp_parsing.utils.callbacks import AtomicModelCheckpoint
+from smp_parsing.utils.callbacks import AtomicModelCheckpoint, PreemptionCheckpoint
+from smp_parsing.utils.checkpoint_io import AtomicCheckpointIO
 from smp_parsing.utils.rng_state import collect_rng_state, restore_rng_state
 
 
-def fake_trainer(save):
-    return SimpleNamespace(
-        save_checkpoint=save, is_global_zero=True, global_step=7, loggers=[],
-        strategy=SimpleNamespace(barrier=lambda *a, **k: None),
+def boring_fit(tmp_path: Path, callback: pl.Callback, epochs: int = 1, **kwargs) -> pl.Trainer:
+    """Fit Lightning's ``BoringModel`` (2 steps an epoch) with ``callback`` and the trainer's
+    checkpoint writer of ``conf/trainer/default.yaml`` (``AtomicCheckpointIO``)."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=epochs, limit_train_batches=2, limit_val_batches=1,
+        callbacks=[callback], logger=False, enable_progress_bar=False, enable_model_summary=False,
+        **{"plugins": [AtomicCheckpointIO()], **kwargs},
     )  # fmt: skip
+    trainer.fit(BoringModel())
+    return trainer
 
 
-def test_checkpoint_is_replaced_atomically(tmp_path: Path) -> None:
+class SaveSpy:
+    """Records the files ``torch.save`` writes and the ``os.replace`` calls (the real save path:
+    trainer -> strategy -> checkpoint writer), optionally checking the target at each write."""
+
+    def __init__(self, monkeypatch, check=None, fail: bool = False) -> None:
+        self.saved: list[str] = []
+        self.replaced: list[tuple[str, str]] = []
+        real_save, real_replace = torch.save, os.replace
+
+        def save(obj, path, *args, **kwargs):
+            self.saved.append(str(path))
+            if check is not None:
+                check(str(path))
+            if fail:
+                Path(path).write_bytes(b"half a chec")
+                raise OSError("disk full / job killed")
+            return real_save(obj, path, *args, **kwargs)
+
+        def replace(src, dst, *args, **kwargs):
+            self.replaced.append((str(src), str(dst)))
+            return real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "save", save)
+        monkeypatch.setattr(os, "replace", replace)
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"old complete checkpoint")
-    seen = {}
 
-    def save(path, weights_only=False):
-        seen["path"] = path
-        assert not target.read_bytes().startswith(b"new")  # the target is never written in place
-        Path(path).write_bytes(b"new complete checkpoint")
+    def check(path: str) -> None:  # the target is never written in place: old or whole
+        assert path != str(target)
+        old = target.read_bytes() == b"old complete checkpoint"
+        assert old or torch.load(target, weights_only=False)["global_step"] >= 0
 
-    cb = AtomicModelCheckpoint(dirpath=tmp_path)
-    cb._save_checkpoint(fake_trainer(save), str(target))
-    assert Path(seen["path"]).parent == tmp_path and seen["path"] != str(target)
-    assert target.read_bytes() == b"new complete checkpoint"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
-    assert cb._last_global_step_saved == 7 and cb._last_checkpoint_saved == str(target)
+    spy = SaveSpy(monkeypatch, check)
+    # no version counter: last.ckpt is replaced (as in a resumed run), not kept beside last-v1
+    cb = AtomicModelCheckpoint(
+        dirpath=tmp_path,
+        filename="e{epoch}",
+        auto_insert_metric_name=False,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    trainer = boring_fit(tmp_path, cb)
+    assert spy.saved and all(Path(p).parent == tmp_path for p in spy.saved)
+    assert torch.load(target, weights_only=False)["global_step"] == trainer.global_step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e0.ckpt", "last.ckpt"]  # no temp file
+    assert cb._last_global_step_saved == 2 and cb._last_checkpoint_saved == str(target)
 
 
-def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+def test_a_write_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "last.ckpt"
     target.write_bytes(b"old complete checkpoint")
-
-    def save(path, weights_only=False):
-        Path(path).write_bytes(b"half a chec")
-        raise OSError("disk full / job killed")
-
+    SaveSpy(monkeypatch, fail=True)
+    cb = AtomicModelCheckpoint(
+        dirpath=tmp_path, save_last=True, save_top_k=0, enable_version_counter=False
+    )
     with pytest.raises(OSError, match="disk full"):
-        AtomicModelCheckpoint(dirpath=tmp_path)._save_checkpoint(fake_trainer(save), str(target))
+        boring_fit(tmp_path, cb)
     assert target.read_bytes() == b"old complete checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # the temp file removed
 
 
-def test_lightning_saves_through_the_atomic_override(tmp_path: Path, monkeypatch) -> None:
-    # The tests above call _save_checkpoint by hand; this one checks that a real fit reaches it
-    # (a Lightning release that renamed the hook would silently bypass the atomic write).
-    from lightning.pytorch.demos.boring_classes import BoringModel
-
+def test_lightning_saves_through_the_atomic_writer_one_temp_file_per_save(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # A real fit reaches the trainer's AtomicCheckpointIO for every checkpoint file, and each
+    # save is one temp file + one rename (the callback adds no second layer of its own).
     written = []
     save = pl.Trainer.save_checkpoint
 
-    def spy(self, filepath, *args, **kwargs):
+    def trainer_save(self, filepath, *args, **kwargs):
         written.append(Path(filepath).name)
         return save(self, filepath, *args, **kwargs)
 
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", spy)
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", trainer_save)
+    spy = SaveSpy(monkeypatch)
     callback = AtomicModelCheckpoint(
         dirpath=tmp_path, save_last=True, filename="e{epoch}", auto_insert_metric_name=False
     )
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1,
-        callbacks=[callback], logger=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(BoringModel())
+    boring_fit(tmp_path, callback, epochs=2)
     pid = os.getpid()
-    assert written and all(name.endswith(f".tmp-{pid}") for name in written), written
+    names = [Path(p).name for p in spy.saved]
+    assert names and all(name.endswith(f".tmp-{pid}") for name in names), names
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["e1.ckpt", "last.ckpt"]
     assert not list(tmp_path.glob("*.tmp-*"))
+    # one temp file and one rename per trainer.save_checkpoint, the rename onto its target
+    assert len(spy.saved) == len(spy.replaced) == len(written)
+    assert [Path(dst).name for _, dst in spy.replaced] == written
+    assert all(src == f"{dst}.tmp-{pid}" for src, dst in spy.replaced)
+
+
+@pytest.mark.parametrize("callback", ["model_checkpoint", "preemption"])
+def test_checkpointing_callbacks_refuse_a_trainer_without_the_atomic_writer(
+    tmp_path: Path, callback: str
+) -> None:
+    cb = (
+        AtomicModelCheckpoint(dirpath=tmp_path)
+        if callback == "model_checkpoint"
+        else PreemptionCheckpoint(dirpath=tmp_path)
+    )
+    with pytest.raises(RuntimeError, match=r"write checkpoints atomically.*AtomicCheckpointIO"):
+        boring_fit(tmp_path, cb, plugins=None)
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_rng_state_round_trip_and_weights_only_loadable(tmp_path: Path) -> None:

@@ -8,23 +8,24 @@ local disk or tmpfs) a copy, and a job killed mid-copy leaves a truncated file. 
 checkpoint is written to ``<name>.tmp-<pid>`` next to its target and ``os.replace``d over it
 (atomic within one directory on POSIX); remote URLs keep Lightning's write.
 
-Set as a trainer plugin (``conf/trainer/default.yaml``), it covers every save of the trainer:
-``ModelCheckpoint`` (top-k, ``last.ckpt``, step checkpoints), the pre-emption checkpoint and
-Lightning's own SLURM ``hpc_ckpt_<n>.ckpt``. ``save_checkpoint_atomically`` does the same one
-level up, around ``trainer.save_checkpoint``, for the callbacks that save their own files
-(``AtomicModelCheckpoint`` through an override of a private ``ModelCheckpoint`` method, and the
-pre-emption checkpoint), so they stay atomic under a trainer configured without this plugin.
+Set as a trainer plugin (``conf/trainer/default.yaml``, repeated in ``ddp_slurm.yaml``, whose
+plugin list replaces it; every trainer config inherits one of the two), it covers every save of
+the trainer: ``ModelCheckpoint`` (top-k, ``last.ckpt``, step checkpoints), the pre-emption
+checkpoint and Lightning's own SLURM ``hpc_ckpt_<n>.ckpt``: one temp file and one rename per save.
+It is the only mechanism: the project's checkpointing callbacks (``AtomicModelCheckpoint``,
+``PreemptionCheckpoint``) save through ``trainer.save_checkpoint`` and refuse a trainer without
+it (:func:`require_atomic_checkpoint_io`) rather than write a checkpoint that can be truncated.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -55,30 +56,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)  # only left behind when the save failed
 
 
-def save_checkpoint_atomically(
-    trainer: pl.Trainer, path: str | os.PathLike, weights_only: bool = False
-) -> str:
-    """``trainer.save_checkpoint`` to ``<path>.tmp-<pid>``, then ``os.replace`` it over ``path``.
+def writes_atomically(trainer: pl.Trainer) -> bool:
+    """True when ``trainer`` saves through :class:`AtomicCheckpointIO` (also when it is wrapped,
+    e.g. by Lightning's ``AsyncCheckpointIO``)."""
+    io = trainer.strategy.checkpoint_io
+    while isinstance(io, _WrappingCheckpointIO):
+        io = io.checkpoint_io
+    return isinstance(io, AtomicCheckpointIO)
 
-    Every rank must call it, as ``trainer.save_checkpoint`` itself (it may gather sharded state);
-    rank 0 writes. A failed save (disk full, an error while serialising, Ctrl-C) removes its
-    checkpoint-sized temp file and re-raises; the previous file at ``path`` stays intact.
 
-    Returns:
-        ``path`` as a string.
+def require_atomic_checkpoint_io(trainer: pl.Trainer, owner: object) -> None:
+    """Raise when ``trainer`` would write ``owner``'s checkpoints without :class:`AtomicCheckpointIO`.
+
+    Raises:
+        RuntimeError: naming the trainer's checkpoint writer and the fix.
     """
-    path = str(path)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    if trainer.is_global_zero:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        trainer.save_checkpoint(tmp_path, weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp_path, path)
-    except BaseException:
-        if trainer.is_global_zero:
-            with contextlib.suppress(OSError):
-                os.remove(tmp_path)
-        raise
-    trainer.strategy.barrier("save_checkpoint_atomically")
-    return path
+    if writes_atomically(trainer):
+        return
+    raise RuntimeError(
+        f"{type(owner).__name__} needs the trainer to write checkpoints atomically, but its "
+        f"checkpoint writer is {type(trainer.strategy.checkpoint_io).__name__}: give the Trainer "
+        "plugins=[smp_parsing.utils.checkpoint_io.AtomicCheckpointIO()] (conf/trainer/default.yaml "
+        "does; a `trainer.plugins=[...]` override must keep it)."
+    )

@@ -5,9 +5,11 @@ and writes through an fsspec transaction. For local paths fsspec writes the byte
 by ``tempfile.mkstemp()`` in the *system* temp dir and then ``shutil.move``s it into place. That is
 a rename (atomic) only when the temp dir and the checkpoint dir are on the same file system; on a
 cluster where ``/tmp`` is a local disk or tmpfs, ``shutil.move`` falls back to copy-then-delete and
-a job killed mid-copy leaves a truncated ``last.ckpt``. Here every checkpoint is first written to
-a sibling ``<name>.tmp-<pid>`` in the destination directory and then ``os.replace``d over the
-target, which POSIX guarantees to be atomic within one directory.
+a job killed mid-copy leaves a truncated ``last.ckpt``. The trainer's checkpoint writer,
+:class:`~smp_parsing.utils.checkpoint_io.AtomicCheckpointIO` (a ``CheckpointIO`` plugin, set in
+``conf/trainer/``), writes a sibling ``<name>.tmp-<pid>`` and ``os.replace``s it over the target
+(atomic within one directory on POSIX); this callback saves through it like any
+``ModelCheckpoint`` and refuses a trainer without it (``setup``).
 
 Lightning 2.6 also refreshes ``last.ckpt`` only when a top-k checkpoint was written in the same
 step, so a run whose monitored metric stopped improving would resume from its best epoch, not its
@@ -17,17 +19,19 @@ resuming requires.
 
 from __future__ import annotations
 
-from weakref import proxy
-
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from smp_parsing.utils.checkpoint_io import save_checkpoint_atomically
+from smp_parsing.utils.checkpoint_io import require_atomic_checkpoint_io
 
 
 class AtomicModelCheckpoint(ModelCheckpoint):
-    """Drop-in :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with atomic file replacement
-    and a ``last.ckpt`` that always holds the latest state."""
+    """Drop-in :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that checks the files are
+    replaced atomically and keeps a ``last.ckpt`` that always holds the latest state."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require_atomic_checkpoint_io(trainer, self)
+        super().setup(trainer, pl_module, stage)
 
     def _refresh_last(self, trainer: pl.Trainer, on_train_epoch_end: bool) -> None:
         if (
@@ -46,11 +50,3 @@ class AtomicModelCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         self._refresh_last(trainer, on_train_epoch_end=False)
-
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        save_checkpoint_atomically(trainer, filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))

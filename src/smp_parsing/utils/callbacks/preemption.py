@@ -12,7 +12,8 @@ run crashed in the next broadcast). This callback, from the first training batch
   DDP, nothing in one process) and all of them set Lightning's flag together, so every rank
   stops after the same step; a second Ctrl-C aborts at once;
 - saves ``<dirpath>/preempted.ckpt`` in ``on_exception`` (before Lightning finalises the
-  loggers), atomically (a temporary file in the same directory, then ``os.replace``): weights,
+  loggers), atomically through the trainer's ``AtomicCheckpointIO`` plugin (a temporary file in
+  the same directory, then ``os.replace``; a trainer without it is refused): weights,
   optimiser, schedulers, loop progress (epoch and batch within it: the train sampler skips the
   batches already trained, ``data/sampler.py``), callbacks (``ModelCheckpoint``'s best score and
   top-k) and the RNG states (``SMPLitModule.on_save_checkpoint``);
@@ -52,7 +53,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader
 
-from smp_parsing.utils.checkpoint_io import save_checkpoint_atomically
+from smp_parsing.utils.checkpoint_io import require_atomic_checkpoint_io
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class PreemptionCheckpoint(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        require_atomic_checkpoint_io(trainer, self)
         self._trainer = trainer
         self.saved_path = self.saved_step = None
         self.signalled, self.requeued = None, False
@@ -285,7 +287,8 @@ class PreemptionCheckpoint(Callback):
         # last completed step (a KeyboardInterrupt or an error may come from inside a step).
         if not isinstance(exception, SIGTERMException):
             return
-        self.saved_path = save_checkpoint_atomically(trainer, self.path)
+        trainer.save_checkpoint(self.path)  # every rank (it may gather state); rank 0 writes
+        self.saved_path = self.path
         self.saved_step = trainer.global_step
         if trainer.is_global_zero:
             log.info(
