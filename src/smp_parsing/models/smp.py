@@ -3,8 +3,9 @@
 ``forward`` returns the raw head outputs (:class:`SMPOutputs`); ``loss`` extracts the batch's
 persons and parts once and loops over the heads: each builds its targets and its terms of eq. 2
 (the center, part and offset heads call the pure builders of :mod:`smp_parsing.models.targets`
-and the losses of :mod:`smp_parsing.models.losses`; extra heads bring their own); ``predict`` runs the single-stage decoding of section
-4.1 (:func:`smp_parsing.models.decode.decode_parsing`), optionally relabelled by MIR.
+and the losses of :mod:`smp_parsing.models.losses`; MIR and extra heads bring their own);
+``predict`` runs the single-stage decoding of section 4.1
+(:func:`smp_parsing.models.decode.decode_parsing`), then the heads' decode hooks (MIR relabels).
 
 Input size: ``forward`` accepts any ``H, W >= 32``; ``loss`` needs ``H, W`` multiples of
 the mask stride (4) so that F_mask is exactly ``H/4 x W/4``; the data pipeline pads to a
@@ -14,6 +15,7 @@ multiple of 32, which is what the strides of P2..P6 and the paper assume.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -21,10 +23,10 @@ from torch import Tensor, nn
 
 from smp_parsing.models.decode import decode_parsing
 from smp_parsing.models.fpn import FPN
-from smp_parsing.models.heads.base import SMPHead
+from smp_parsing.models.heads.base import DecodingHead, SMPHead, wants_built_targets
 from smp_parsing.models.heads.center_head import CenterHead, resize_concat
 from smp_parsing.models.heads.mask_feature import MaskFeatureBranch
-from smp_parsing.models.heads.mir import MIRHead
+from smp_parsing.models.heads.mir import MIRHead, MIROutput
 from smp_parsing.models.heads.offset_head import OffsetHead
 from smp_parsing.models.heads.part_head import PartHead, PartLossInput
 from smp_parsing.models.heads.rfr import RefinedFeatureRetain
@@ -46,6 +48,14 @@ LOSS_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "focal_gamma": (("center", "focal_gamma"), ("part", "focal_gamma")),
     "offset_beta": (("offset", "beta"),),
     "dice_eps": (("part", "dice_eps"),),
+}
+# The ``mir_loss`` settings -> the MIR head's constructor arguments.
+MIR_LOSS_SETTINGS: dict[str, str] = {
+    "weight": "loss_weight",
+    "semantic_weight": "semantic_weight",
+    "focal_alpha": "focal_alpha",
+    "focal_gamma": "focal_gamma",
+    "max_rois": "max_rois",
 }
 
 
@@ -95,9 +105,10 @@ class SMP(nn.Module):
         mir: build the Mask of Interest Reclassify module (section 3.3).
         mir_head: kwargs or partial of :class:`MIRHead`.
         extra_heads: name -> partial of a head added to SMP (:class:`~smp_parsing.models.heads.
-            base.SMPHead`: module on the FPN levels + ``build_targets`` + ``loss``), built with
-            ``in_channels=fpn_channels``; its output goes to ``SMPOutputs.extra[name]`` and its
-            loss terms into :meth:`loss`.
+            base.SMPHead`: module on the FPN levels + ``build_targets`` + ``loss``, optionally
+            ``decode``), built with ``in_channels=fpn_channels``; its output goes to
+            ``SMPOutputs.extra[name]``, its loss terms into :meth:`loss`, and its ``decode``
+            hook adds to :meth:`predict`'s dicts.
         epsilon: center-region scale (the release's ``sigma``, 0.2).
         scale_ranges: five ``(lo, hi)`` ranges on ``sqrt(w h)`` of part boxes.
         strides: five level strides for the mask-area filter (8, 8, 16, 32, 32).
@@ -106,9 +117,11 @@ class SMP(nn.Module):
             ``offset_weight`` 10, focal alpha/gamma, Smooth L1 beta, Dice eps), handed to the
             center, part and offset heads that compute the terms (``LOSS_SETTINGS``).
         mir_loss: MIR loss settings: ``weight`` (RoI focal), ``semantic_weight`` (CE),
-            ``focal_alpha``, ``focal_gamma``, ``max_rois`` (RoIs sampled per batch).
+            ``focal_alpha``, ``focal_gamma``, ``max_rois`` (RoIs sampled per batch), handed to
+            the MIR head (``MIR_LOSS_SETTINGS``).
         test_cfg: keyword arguments of :func:`smp_parsing.models.decode.decode_parsing`
-            (thresholds of the appendix) plus ``mir_score_thr`` (MIR relabel threshold).
+            (thresholds of the appendix) plus ``mir_score_thr`` (MIR relabel threshold, handed
+            to the MIR head).
         channels_last: keep the weights and the input in ``torch.channels_last`` memory
             format (same outputs; oneDNN convolutions skip their layout reorders, which
             makes the backbone + FPN ~25% faster on the CPU, see ``benchmarks/``).
@@ -163,16 +176,8 @@ class SMP(nn.Module):
         self.mask_stride = int(mask_stride)
         self.loss_cfg = dict(loss or {})
         head_loss = _split_loss_settings(self.loss_cfg)
-        self.mir_loss_cfg = {
-            "weight": 1.0,
-            "semantic_weight": 1.0,
-            "focal_alpha": 0.25,
-            "focal_gamma": 2.0,
-            "max_rois": 512,
-        }
-        self.mir_loss_cfg.update(dict(mir_loss or {}))
         self.test_cfg = dict(test_cfg or {})
-        self.mir_score_thr = float(self.test_cfg.pop("mir_score_thr", 0.5))
+        self._mir_score_thr = float(self.test_cfg.pop("mir_score_thr", 0.5))
 
         self.backbone = backbone
         self.fpn = FPN(in_channels=list(backbone.out_channels), out_channels=fpn_channels)
@@ -217,7 +222,15 @@ class SMP(nn.Module):
             **head_loss["offset"],
         )
         self.mir_head = (
-            _build(mir_head, MIRHead, num_classes=self.num_parts, in_channels=kernel_channels)
+            _build(
+                mir_head,
+                MIRHead,
+                num_classes=self.num_parts,
+                in_channels=kernel_channels,
+                mask_stride=self.mask_stride,
+                score_thr=self._mir_score_thr,
+                **_mir_loss_settings(mir_loss or {}),
+            )
             if mir
             else None
         )
@@ -227,7 +240,8 @@ class SMP(nn.Module):
                 for name, spec in (extra_heads or {}).items()
             }
         )
-        self._mir_only = False
+        # The heads whose terms train (None: all); the MIR stage trains ``mir`` alone.
+        self._trained_heads: frozenset[str] | None = None
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
@@ -290,11 +304,13 @@ class SMP(nn.Module):
             )
 
     def loss_heads(self, outputs: SMPOutputs) -> dict[str, tuple[nn.Module, Any]]:
-        """Every head with a loss (:class:`SMPHead`) and the output its ``loss`` reads.
+        """Every head (:class:`SMPHead`) and the output its ``loss`` (and ``decode``) reads.
 
-        The built-in heads first (``center``, ``part``, ``offset``), then ``extra_heads``. The
-        part head reads its output with F_mask (:class:`PartLossInput`): the mask feature
-        branch is trained through the part head's Dice term.
+        The built-in heads first (``center``, ``part``, ``offset``), then MIR when it is on
+        (``mir``), then ``extra_heads``; this is the order of the loss terms. The part head
+        reads its output with F_mask (:class:`PartLossInput`): the mask feature branch is
+        trained through the part head's Dice term; MIR reads its maps with the part head's
+        kernels and F_mask (:class:`MIROutput`), whose masks are its RoIs.
         """
         heads: dict[str, tuple[nn.Module, Any]] = {
             "center": (self.center_head, outputs.center),
@@ -304,14 +320,22 @@ class SMP(nn.Module):
             ),
             "offset": (self.offset_head, outputs.offsets),
         }
+        if self.mir_head is not None:
+            heads["mir"] = (
+                self.mir_head,
+                MIROutput(
+                    outputs.mir_feat, outputs.mir_semantic, outputs.kernels, outputs.mask_feat
+                ),
+            )
         heads.update({name: (head, outputs.extra[name]) for name, head in self.extra_heads.items()})
         return heads
 
     def loss(self, outputs: SMPOutputs, parsing_list: list[Tensor]) -> dict[str, Tensor]:
-        """Weighted loss terms of eq. 2 (+ MIR when it trains, + the extra heads' terms).
+        """Weighted loss terms of eq. 2 (+ MIR when it is on, + the extra heads' terms).
 
         The persons and parts are extracted once (:meth:`build_targets`); each head then builds
-        its targets from them and returns its terms (:meth:`loss_heads`).
+        its targets from them (and from the targets of the heads before it, when it asks for
+        them) and returns its terms (:meth:`loss_heads`).
 
         Args:
             outputs: the forward outputs of the batch.
@@ -337,33 +361,40 @@ class SMP(nn.Module):
                 )
         out = _float32(outputs)
         targets = self.build_targets(parsing_list)
-        builtin_targets = {
+        built: dict[str, Any] = {
             "center": targets.center,
             "part": targets.parts,
             "offset": targets.offsets,
         }
+        builtin = set(built)
         # The MIR stage trains MIR alone: the built-in heads' terms are a zero attached to their
-        # outputs (their losses are not computed), the extra heads' terms are zeroed.
-        zero = _zero_like_graph(out) if self._mir_only else None
+        # outputs (their losses are not computed), the other heads' terms are zeroed.
+        frozen_stage = self._trained_heads is not None
+        zero = _zero_like_graph(out) if frozen_stage else None
         losses: dict[str, Tensor] = {}
         for name, (head, output) in self.loss_heads(out).items():
-            builtin = name in builtin_targets
-            if builtin and self._mir_only:
+            trains = not frozen_stage or name in self._trained_heads
+            if name in builtin and not trains:
                 terms = {k: zero.clone() for k in head.loss_names}
             else:
-                if builtin:
-                    head_targets = builtin_targets[name]
-                else:
-                    with torch.no_grad():
-                        head_targets = head.build_targets(parsing_list, targets.instances)
-                terms = self._head_losses(name, head, output, head_targets, losses)
-                if self._mir_only:
+                if name not in built:
+                    built[name] = self._head_targets(head, parsing_list, targets.instances, built)
+                terms = self._head_losses(name, head, output, built[name], losses)
+                if not trains:
                     terms = {k: v * 0 for k, v in terms.items()}
             losses.update(terms)
-            if name == "offset" and self.mir_head is not None:  # MIR right after eq. 2's terms
-                losses["loss_mir"] = self.mir_loss(out, targets)
         losses["loss"] = sum(losses.values())
         return losses
+
+    @staticmethod
+    def _head_targets(
+        head: nn.Module, parsing_list: list[Tensor], instances: Any, built: Mapping[str, Any]
+    ) -> Any:
+        """One head's targets (no gradient), with the earlier heads' when it asks for them."""
+        with torch.no_grad():
+            if wants_built_targets(head):
+                return head.build_targets(parsing_list, instances, MappingProxyType(dict(built)))
+            return head.build_targets(parsing_list, instances)
 
     def _head_losses(
         self, name: str, head: nn.Module, output: Any, targets: Any, taken: Mapping[str, Tensor]
@@ -376,10 +407,6 @@ class SMP(nn.Module):
             raise ValueError(f"head {name!r}: loss terms {sorted(terms)} must be named "
                              f"loss_<what> and not repeat {sorted(taken)}")  # fmt: skip
         return terms
-
-    def mir_loss(self, outputs: SMPOutputs, targets: SMPTargets) -> Tensor:
-        """MIR loss (:meth:`MIRHead.loss`) with the ``mir_loss`` settings of the config."""
-        return self.mir_head.loss(outputs, targets, **self.mir_loss_cfg)
 
     def freeze_for_mir(self) -> None:
         """Second training stage of the paper: train MIR only, everything else frozen.
@@ -395,13 +422,13 @@ class SMP(nn.Module):
             raise RuntimeError("freeze_for_mir needs an SMP built with mir=true")
         for name, p in self.named_parameters():
             p.requires_grad_(name.startswith("mir_head."))
-        self._mir_only = True
+        self._trained_heads = frozenset({"mir"})
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SMP:
         """Switch mode; in the MIR stage everything but ``mir_head`` stays in eval mode."""
         super().train(mode)
-        if mode and self._mir_only:
+        if mode and self._trained_heads is not None:
             for name, child in self.named_children():
                 if name != "mir_head":
                     child.eval()
@@ -412,7 +439,10 @@ class SMP(nn.Module):
     def predict(
         self, outputs: SMPOutputs, metas: list[dict], return_intermediates: bool = False
     ) -> list[dict]:
-        """Decode person parsing maps (section 4.1), relabelled by MIR when it is on.
+        """Decode person parsing maps (section 4.1), then the heads' decode hooks.
+
+        The heads with a ``decode`` (:class:`DecodingHead`) run in :meth:`loss_heads` order:
+        MIR relabels the parts when it is on, an extra head may add keys of its own.
 
         Args:
             outputs: forward outputs of a batch.
@@ -421,7 +451,7 @@ class SMP(nn.Module):
 
         Returns:
             Per image ``parsing`` ``(P, H0, W0)`` uint8 and ``scores`` ``(P,)`` (see
-            :func:`~smp_parsing.models.decode.decode_parsing`).
+            :func:`~smp_parsing.models.decode.decode_parsing`), plus the heads' keys.
         """
         out = _float32(outputs)
         preds = decode_parsing(
@@ -432,18 +462,25 @@ class SMP(nn.Module):
             return_intermediates=return_intermediates,
             **self.test_cfg,
         )
-        if self.mir_head is not None:
-            preds = [
-                self.mir_relabel(out.mir_feat[i : i + 1], pred, meta)
-                for i, (pred, meta) in enumerate(zip(preds, metas))
-            ]
+        for head, output in self.loss_heads(out).values():
+            if isinstance(head, DecodingHead):
+                preds = head.decode(output, preds, metas)
         return preds
 
     def mir_relabel(self, mir_feat: Tensor, pred: dict, meta: dict) -> dict:
         """One decoded image relabelled by MIR (:meth:`MIRHead.relabel`) at ``mir_score_thr``."""
-        return self.mir_head.relabel(
-            mir_feat, pred, meta, mask_stride=self.mask_stride, score_thr=self.mir_score_thr
-        )
+        return self.mir_head.relabel(mir_feat, pred, meta)
+
+    @property
+    def mir_score_thr(self) -> float:
+        """MIR's relabel threshold (``test_cfg.mir_score_thr``), held by the MIR head."""
+        return self._mir_score_thr if self.mir_head is None else self.mir_head.score_thr
+
+    @mir_score_thr.setter
+    def mir_score_thr(self, value: float) -> None:
+        self._mir_score_thr = float(value)
+        if self.mir_head is not None:
+            self.mir_head.score_thr = float(value)
 
     # ------------------------------------------------------------------ helpers
     def num_parameters(self, trainable_only: bool = False) -> dict[str, int]:
@@ -475,6 +512,16 @@ def _build_head(name: str, spec: Any, in_channels: int) -> nn.Module:
             "build_targets(parsing_list, instances) and loss(output, targets)"
         )
     return head
+
+
+def _mir_loss_settings(mir_loss: Mapping[str, float]) -> dict[str, float]:
+    """The ``mir_loss`` settings as constructor arguments of the MIR head (``MIR_LOSS_SETTINGS``)."""
+    unknown = sorted(set(mir_loss) - set(MIR_LOSS_SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"mir_loss: unknown settings {unknown}; known: {sorted(MIR_LOSS_SETTINGS)}"
+        )
+    return {MIR_LOSS_SETTINGS[key]: value for key, value in mir_loss.items()}
 
 
 def _split_loss_settings(loss: Mapping[str, float]) -> dict[str, dict[str, float]]:

@@ -10,16 +10,20 @@ Built from the paper (the release's version is switched off and broken):
   multiplied by the ``roi_align`` of the mask itself (the mask *is* the region of
   interest), a conv with a 14 x 14 kernel, two fully connected layers -> C_P logits.
 
-At inference the logits re-score and relabel the decoded parts (:meth:`MIRHead.relabel`); the
-module is trained as a plug-in stage with the rest of SMP frozen (``SMP.freeze_for_mir``), with a
-sigmoid focal loss on the RoI classes plus the semantic cross entropy (:meth:`MIRHead.loss`, its
-semantic labels from :func:`semantic_targets`). Everything MIR is here; ``SMP`` only calls it.
+MIR is a head on the protocol of :mod:`smp_parsing.models.heads.base`: its settings come at
+construction (``model.net.mir_loss`` and ``test_cfg.mir_score_thr``, handed by SMP), its targets
+(:meth:`MIRHead.build_targets`: the positive part cells of the part head's targets, RoIs sampled,
+their classes, and the semantic labels of :func:`semantic_targets`) and its loss
+(:meth:`MIRHead.loss`: sigmoid focal on the RoI classes plus the semantic cross entropy) read
+:class:`MIROutput`; its ``decode`` hook re-scores and relabels the decoded parts
+(:meth:`MIRHead.relabel`). It trains as a plug-in stage with the rest of SMP frozen
+(``SMP.freeze_for_mir``). Everything MIR is here; ``SMP`` only wires it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +31,46 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align, sigmoid_focal_loss
 
 from smp_parsing.models.layers.blocks import ConvTower, bias_for_prior, init_conv_normal
-from smp_parsing.models.layers.precision import autocast_off
+from smp_parsing.models.layers.precision import autocast_off, autocast_restored
 from smp_parsing.models.losses import positive_mask_logits
+from smp_parsing.models.targets.instances import BatchInstances
 
-if TYPE_CHECKING:
-    from smp_parsing.models.outputs import SMPOutputs
-    from smp_parsing.models.targets import SMPTargets
+
+class MIROutput(NamedTuple):
+    """What MIR's loss and decode read: its own maps and the part head's kernels and F_mask.
+
+    The RoIs of the loss are the part head's predicted masks (its kernels convolved with
+    F_mask), so SMP hands those next to MIR's maps.
+
+    Attributes:
+        feat: ``(B, C, h, w)`` MIR feature map (``mir_feat``).
+        semantic: ``(B, C_P + 1, h, w)`` semantic logits (``mir_semantic``).
+        kernels: per level ``(B, C_K, S_l, S_l)`` dynamic kernels of the part head.
+        mask_feat: F_mask, ``(B, C_K, h, w)``.
+    """
+
+    feat: Tensor
+    semantic: Tensor
+    kernels: list[Tensor]
+    mask_feat: Tensor
+
+
+class MIRTargets(NamedTuple):
+    """MIR's targets: the sampled RoIs (positive part cells) and the semantic labels.
+
+    Attributes:
+        batch_idx: ``(R,)`` long image of each RoI.
+        level: ``(R,)`` long part level of its cell.
+        cell: ``(R,)`` long flat cell index on its level's grid.
+        labels: ``(R,)`` long class of the part owning the cell, ``0..C_P - 1``.
+        semantic: ``(B, h, w)`` long semantic labels at the mask stride (0 = background).
+    """
+
+    batch_idx: Tensor
+    level: Tensor
+    cell: Tensor
+    labels: Tensor
+    semantic: Tensor
 
 
 def mask_boxes(masks: Tensor, threshold: float = 0.5) -> Tensor:
@@ -76,12 +114,23 @@ class MIRHead(nn.Module):
         num_groups: GroupNorm groups.
         sampling_ratio: RoIAlign samples per bin.
         prior_prob: initial class probability of the RoI logits (focal-loss init).
+        loss_weight: weight of the RoI focal term (SMP passes ``mir_loss.weight``).
+        semantic_weight: weight of the semantic cross entropy (``mir_loss.semantic_weight``).
+        focal_alpha: focal alpha (``mir_loss.focal_alpha``).
+        focal_gamma: focal gamma (``mir_loss.focal_gamma``).
+        max_rois: RoIs sampled per batch, at random when there are more positives
+            (``mir_loss.max_rois``).
+        mask_stride: stride of ``mir_feat`` (= F_mask's, 4; SMP passes ``mask_stride``).
+        score_thr: MIR relabels a part when its probability exceeds this (SMP passes
+            ``test_cfg.mir_score_thr``).
 
     Shapes:
         ``features``: ``(B, in_channels, h, w)`` -> ``mir_feat`` ``(B, feat_channels, h, w)``
         and semantic logits ``(B, C_P + 1, h, w)``. ``classify``: ``R`` masks ``(R, h, w)``
         -> ``(R, C_P)`` logits.
     """
+
+    loss_names = ("loss_mir",)
 
     def __init__(
         self,
@@ -95,11 +144,25 @@ class MIRHead(nn.Module):
         num_groups: int = 32,
         sampling_ratio: int = 2,
         prior_prob: float = 0.01,
+        loss_weight: float = 1.0,
+        semantic_weight: float = 1.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        max_rois: int = 512,
+        mask_stride: int = 4,
+        score_thr: float = 0.5,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.roi_size = roi_size
         self.sampling_ratio = sampling_ratio
+        self.loss_weight = float(loss_weight)
+        self.semantic_weight = float(semantic_weight)
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
+        self.max_rois = int(max_rois)
+        self.mask_stride = int(mask_stride)
+        self.score_thr = float(score_thr)
         self.tower = ConvTower(in_channels, feat_channels, num_convs, num_groups)
         c = self.tower.out_channels
         self.semantic_out = nn.Conv2d(c, num_classes + 1, 1)
@@ -163,65 +226,91 @@ class MIRHead(nn.Module):
         )
         return self.fc(self.roi_conv(roi_feat * roi_mask))
 
-    def loss(
+    def build_targets(
         self,
-        outputs: SMPOutputs,
-        targets: SMPTargets,
-        *,
-        weight: float = 1.0,
-        semantic_weight: float = 1.0,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        max_rois: int = 512,
-    ) -> Tensor:
-        """MIR loss: sigmoid focal on the classes of positive part masks + semantic CE.
-
-        The RoIs are the *predicted* masks of the positive part cells (detached: MIR must
-        not move the part head), labelled with the class of the part that owns the cell.
+        parsing_list: list[Tensor],
+        instances: BatchInstances,
+        built: Mapping[str, Any],
+    ) -> MIRTargets:
+        """The RoIs (positive part cells, at most ``max_rois``, sampled at random), their
+        classes and the semantic labels (no gradient).
 
         Args:
-            outputs: float32 outputs with ``mir_feat`` and ``mir_semantic``.
-            targets: the batch targets.
-            weight: weight of the RoI focal term.
-            semantic_weight: weight of the semantic cross entropy.
-            focal_alpha: focal alpha.
-            focal_gamma: focal gamma.
-            max_rois: RoIs sampled per batch (at random when there are more positives).
+            parsing_list: per image ``(N_i, H, W)`` person maps (unused: the instances hold all).
+            instances: the persons and parts of the batch.
+            built: the targets of the heads before MIR; MIR reads the part head's (``"part"``,
+                :class:`~smp_parsing.models.targets.parts.PartTargets`), whose positive cells
+                are its RoIs.
+        """
+        parts = built["part"]
+        idx = torch.arange(parts.pos_batch.numel(), device=parts.pos_batch.device)
+        if idx.numel() > self.max_rois:
+            idx = idx[torch.randperm(idx.numel(), device=idx.device)[: self.max_rois]]
+        return MIRTargets(
+            batch_idx=parts.pos_batch[idx],
+            level=parts.pos_level[idx],
+            cell=parts.pos_cell[idx],
+            labels=instances.parts.labels[parts.pos_instance[idx]] - 1,
+            semantic=semantic_targets(instances, instances.parts.masks.shape[-2:]),
+        )
+
+    def loss(self, output: MIROutput, targets: MIRTargets) -> dict[str, Tensor]:
+        """``loss_mir``: sigmoid focal on the classes of the RoIs + semantic cross entropy.
+
+        The RoIs are the *predicted* masks of the sampled positive part cells (detached: MIR
+        must not move the part head), labelled with the class of the part that owns the cell.
+        SMP calls it in full precision; the RoI masks and the RoI classifier, parts of the
+        network, run in the network's precision (:func:`autocast_restored`).
+
+        Args:
+            output: float32 MIR maps, kernels and F_mask.
+            targets: :meth:`build_targets`.
 
         Returns:
-            0-dim weighted loss.
+            ``{"loss_mir": weighted 0-dim loss}``.
         """
-        parts = targets.parts
-        idx = torch.arange(parts.pos_batch.numel(), device=parts.pos_batch.device)
-        max_rois = int(max_rois)
-        if idx.numel() > max_rois:
-            idx = idx[torch.randperm(idx.numel(), device=idx.device)[:max_rois]]
-        with torch.no_grad():
-            masks = positive_mask_logits(
-                outputs.kernels,
-                outputs.mask_feat,
-                parts.pos_batch[idx],
-                parts.pos_level[idx],
-                parts.pos_cell[idx],
-            ).sigmoid()
-        # The RoI head is part of the network: it runs in the ambient (autocast) precision.
-        logits = self.classify(outputs.mir_feat, masks, parts.pos_batch[idx])
+        with autocast_restored():
+            with torch.no_grad():
+                masks = positive_mask_logits(
+                    output.kernels, output.mask_feat, targets.batch_idx, targets.level, targets.cell
+                ).sigmoid()
+            logits = self.classify(output.feat, masks, targets.batch_idx)
         with autocast_off():  # the loss terms in fp32
             logits = logits.float()
-            labels = targets.instances.parts.labels[parts.pos_instance[idx]] - 1
-            classes = torch.arange(self.num_classes, device=labels.device)
-            onehot = (labels[:, None] == classes).to(logits.dtype)  # F.one_hot syncs
+            classes = torch.arange(self.num_classes, device=targets.labels.device)
+            onehot = (targets.labels[:, None] == classes).to(logits.dtype)  # F.one_hot syncs
             cls = sigmoid_focal_loss(
-                logits, onehot, alpha=focal_alpha, gamma=focal_gamma, reduction="sum"
-            ) / max(int(idx.numel()), 1)
+                logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
+            ) / max(int(targets.labels.numel()), 1)
             # Every MIR parameter in the graph even with no RoI (DDP).
             cls = cls + sum(p.sum() * 0 for p in self.parameters())
-            semantic = semantic_targets(targets, outputs.mir_semantic.shape[-2:])
-            sem = F.cross_entropy(outputs.mir_semantic.float(), semantic)
-            return weight * cls + semantic_weight * sem
+            sem = F.cross_entropy(output.semantic.float(), targets.semantic)
+            return {"loss_mir": self.loss_weight * cls + self.semantic_weight * sem}
+
+    def decode(self, output: MIROutput, preds: list[dict], metas: list[dict]) -> list[dict]:
+        """The decode hook: every image's parts relabelled by MIR (:meth:`relabel`).
+
+        Args:
+            output: float32 MIR maps (``feat`` ``(B, C, h, w)``).
+            preds: the decoded images (``parsing`` ``(P, H0, W0)`` uint8).
+            metas: their metas.
+
+        Returns:
+            ``preds`` with relabelled ``parsing``.
+        """
+        return [
+            self.relabel(output.feat[i : i + 1], pred, meta)
+            for i, (pred, meta) in enumerate(zip(preds, metas))
+        ]
 
     def relabel(
-        self, mir_feat: Tensor, pred: dict, meta: dict, *, mask_stride: int, score_thr: float
+        self,
+        mir_feat: Tensor,
+        pred: dict,
+        meta: dict,
+        *,
+        mask_stride: int | None = None,
+        score_thr: float | None = None,
     ) -> dict:
         """Reclassify every decoded part of one image with MIR (all parts at once).
 
@@ -233,8 +322,9 @@ class MIRHead(nn.Module):
             mir_feat: ``(1, C, h, w)``.
             pred: one decoded image (``parsing`` ``(P, H0, W0)`` uint8).
             meta: its meta (``img_size``).
-            mask_stride: stride of ``mir_feat`` (= F_mask's, 4).
-            score_thr: MIR relabels a part when its probability exceeds this.
+            mask_stride: stride of ``mir_feat``; default: the head's ``mask_stride``.
+            score_thr: MIR relabels a part when its probability exceeds this; default: the
+                head's ``score_thr``.
 
         Returns:
             ``pred`` with relabelled ``parsing``.
@@ -244,7 +334,8 @@ class MIRHead(nn.Module):
             return pred
         h_img, w_img = meta["img_size"]
         hf, wf = mir_feat.shape[-2:]
-        s = mask_stride
+        s = self.mask_stride if mask_stride is None else mask_stride
+        score_thr = self.score_thr if score_thr is None else score_thr
         small = F.interpolate(
             parsing[:, None].float(), size=(max(1, h_img // s), max(1, w_img // s)), mode="nearest"
         )[:, 0].long()
@@ -269,21 +360,20 @@ class MIRHead(nn.Module):
         return {**pred, "parsing": relabelled.to(parsing.dtype)}
 
 
-def semantic_targets(targets: SMPTargets, size: Sequence[int]) -> Tensor:
+def semantic_targets(instances: BatchInstances, size: Sequence[int]) -> Tensor:
     """Semantic labels at the mask stride from the part instances of the batch.
 
     Args:
-        targets: batch targets; ``instances.parts.masks`` ``(M, h, w)`` at the mask stride.
+        instances: the batch's instances; ``parts.masks`` ``(M, h, w)`` at the mask stride.
         size: ``(h, w)`` of the semantic logits.
 
     Returns:
         ``(B, h, w)`` long class map (0 = background; overlapping persons: the larger class
         id wins, a deterministic rule for the rare overlap pixels).
     """
-    inst = targets.instances
-    parts = inst.parts
+    parts = instances.parts
     h, w = int(size[0]), int(size[1])
-    sem = torch.zeros((inst.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
+    sem = torch.zeros((instances.batch_size, h * w), dtype=torch.long, device=parts.labels.device)
     m = parts.labels.numel()
     if m == 0:
         return sem.view(-1, h, w)
