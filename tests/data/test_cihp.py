@@ -350,7 +350,7 @@ def test_check_scans_both_layouts(official, coco, capsys):
     assert main(["--dataset", "cihp", "--root", str(root), "--split", "train"]) == 0
     out = capsys.readouterr().out
     # 3 images; persons 2 + 0 + 1
-    assert "CIHP (official layout)" in out and "Right-shoe" in out
+    assert "cihp (CIHPDataset)" in out and "Right-shoe" in out
     assert "│ 3 " in out and "0 / 1.00 / 2" in out
     coco_root, _, _ = coco
     save_label_png(coco_root / "train_parsing" / "0000040_01.png", np.ones((H, W)), "RGB")
