@@ -11,6 +11,7 @@ import json
 import re
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -95,10 +96,10 @@ def test_predict_input_errors(tmp_path) -> None:
     (tmp_path / "a.JPG").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in list_images(tmp_path)] == ["a.JPG", "b.png"]
-    from smp_parsing.predict import read_rgb
+    from smp_parsing.predict import ImageFiles
 
-    with pytest.raises(ValueError, match="b.png: cannot be read as an image"):
-        read_rgb(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="b.png: cannot read image"):
+        ImageFiles([tmp_path / "b.png"], transforms=None)[0]
 
 
 @pytest.mark.slow
@@ -139,9 +140,9 @@ def test_predict_runs_lightnings_predict_loop_and_writer(trained_run, synthetic_
     import numpy as np
 
     from smp_parsing.data.collate import collate_parsing
+    from smp_parsing.data.image_files import read_image
     from smp_parsing.lit_module import SMPLitModule
     from smp_parsing.metrics.evaluate_dirs import write_prediction_dir
-    from smp_parsing.predict import read_rgb
     from smp_parsing.utils.checkpoint import inference_data_config, read_checkpoint
 
     steps = []
@@ -163,7 +164,7 @@ def test_predict_runs_lightnings_predict_loop_and_writer(trained_run, synthetic_
     transforms = hydra.utils.instantiate(data_cfg.test_transforms)
     ref = tmp_path / "ref"
     for file in files:
-        rgb = read_rgb(file)
+        rgb = read_image(file, exif_transpose=True)
         sample = transforms({"image": rgb, "parsing": np.zeros((0, *rgb.shape[:2]), np.uint8),
                              "image_id": file.stem})  # fmt: skip
         batch = collate_parsing([sample], pad_parsing=False)
@@ -172,3 +173,37 @@ def test_predict_runs_lightnings_predict_loop_and_writer(trained_run, synthetic_
         write_prediction_dir(ref, file.stem, pred["parsing"].cpu(), pred["scores"].cpu())
     read = lambda d: {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}  # noqa: E731
     assert read(out) == read(ref)
+
+
+def test_predict_turns_an_exif_rotated_photo_upright_and_names_a_pixel_bomb(
+    trained_run, synthetic_root, tmp_path
+) -> None:
+    """A phone photo (pixels stored sideways, EXIF orientation 6) is parsed upright: the maps
+    and the overlay have the upright size (``exif_transpose=false``: the stored one); a header
+    claiming 81 MP (over 50 MP) is refused before decoding, the error naming the file."""
+    from data.builders import write_exif_rotated_jpeg
+    from data.hostile_files import png_header_only
+
+    upright = cv2.imread(str(next((synthetic_root / "val" / "images").iterdir())))[..., ::-1]
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # stored turned counter-clockwise
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_exif_rotated_jpeg(photos / "phone.jpg", stored)  # turned back clockwise when read
+    common = [f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", f"input={photos}",
+              *LOW_THRESHOLDS, "extras.print_config=false"]  # fmt: skip
+    for exif, size in ((True, upright.shape[:2]), (False, stored.shape[:2])):
+        out = tmp_path / f"pred_{exif}"
+        cfg = compose_config("predict", [*common, f"output={out}", f"exif_transpose={exif}"],
+                             tmp_path / f"run_{exif}")  # fmt: skip
+        predict(cfg)
+        overlay = cv2.imread(str(out / "overlays" / "phone.png"))
+        assert overlay.shape[0] == size[0], (exif, overlay.shape, size)
+        for person in out.glob("phone_*.png"):
+            assert cv2.imread(str(person), cv2.IMREAD_UNCHANGED).shape[:2] == size
+
+    (photos / "bomb.png").write_bytes(png_header_only(9_000, 9_000))
+    cfg = compose_config("predict", [*common, f"output={tmp_path}/bomb"], tmp_path / "bomb")
+    with pytest.raises(
+        ValueError, match=r"bomb\.png: image header claims 9000x9000 .* over the limit"
+    ):
+        predict(cfg)

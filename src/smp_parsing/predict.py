@@ -9,6 +9,11 @@ plus, under ``overlays/``, a picture for a person to look at (parts coloured by 
 outlined, a legend), drawn by :mod:`smp_parsing.visualization`. The test transform the run was evaluated with (resize,
 normalise, pad), stored in the checkpoint, is applied: no ``experiment=`` needed;
 ``data.test_transforms.<key>=...`` changes it (logged).
+
+The images are read by the data sets' reader (:func:`smp_parsing.data.image_files.read_image`:
+header and pixel-limit checks, ``data.max_image_pixels``, errors naming the file), turned upright
+by their EXIF orientation (``exif_transpose=true``: a phone photo is parsed and its maps written
+as a person sees it; the data sets read the stored pixel grid, which their annotations index).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import hydra
 import lightning.pytorch as pl
 import numpy as np
@@ -27,6 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 
 import smp_parsing.utils  # noqa: F401  (registers the config resolvers)
 from smp_parsing.data.collate import collate_parsing
+from smp_parsing.data.image_files import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    PREDICT_IMAGE_SUFFIXES,
+    read_image,
+)
 from smp_parsing.models.deploy import inference_options, prepare_for_inference
 from smp_parsing.train import CONFIG_DIR
 from smp_parsing.utils.callbacks.prediction_writer import PredictionDirWriter
@@ -34,8 +43,6 @@ from smp_parsing.utils.checkpoint import inference_data_config, load_lit_module,
 from smp_parsing.utils.task_wrapper import apply_extras, task_wrapper
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def list_images(input_path: str | Path) -> list[Path]:
@@ -52,10 +59,10 @@ def list_images(input_path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"input={path}: no such image or folder")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in PREDICT_IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(
-            f"input={path}: no image ({'/'.join(IMAGE_SUFFIXES)}) in the folder"
+            f"input={path}: no image ({'/'.join(PREDICT_IMAGE_SUFFIXES)}) in the folder"
         )
     special = [p.name for p in files if not p.is_file()]  # a FIFO would block the reader
     if special:
@@ -72,33 +79,40 @@ def list_images(input_path: str | Path) -> list[Path]:
     return files
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB, or a ``ValueError`` naming the unreadable file."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path}: cannot be read as an image (corrupt or not an image file)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 class ImageFiles(Dataset):
     """Image files through the test transform: the samples of ``predict``'s loader.
 
     Args:
         files: the images (:func:`list_images`).
         transforms: the test :class:`~smp_parsing.data.transforms.ParsingTransforms`.
+        exif_transpose: turn each image upright by its EXIF orientation first.
+        max_pixels: largest ``width * height`` decoded, checked on the file header.
     """
 
-    def __init__(self, files: list[Path], transforms: Any) -> None:
+    def __init__(
+        self,
+        files: list[Path],
+        transforms: Any,
+        exif_transpose: bool = True,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.files = files
         self.transforms = transforms
+        self.exif_transpose = exif_transpose
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """The transformed sample (id = file stem, no person) and the original ``rgb``."""
+        """The transformed sample (id = file stem, no person) and the original ``rgb``.
+
+        Raises:
+            BadSampleError: (a ``ValueError``) naming a file that is not a readable image or
+                whose header claims more than ``max_pixels`` pixels.
+        """
         file = self.files[index]
-        rgb = read_rgb(file)
+        rgb = read_image(file, self.max_pixels, exif_transpose=self.exif_transpose)
         empty = np.zeros((0, *rgb.shape[:2]), np.uint8)
         sample = self.transforms({"image": rgb, "parsing": empty, "image_id": file.stem})
         return {**sample, "rgb": rgb}
@@ -142,7 +156,13 @@ def predict(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("Test transform of %s: resize %s", dataset,
              OmegaConf.select(data_cfg, "test_transforms.resize"))  # fmt: skip
 
-    loader = DataLoader(ImageFiles(files, transforms), batch_size=cfg.batch_size, shuffle=False,
+    images = ImageFiles(
+        files,
+        transforms,
+        exif_transpose=cfg.get("exif_transpose", True),
+        max_pixels=data_cfg.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS),
+    )
+    loader = DataLoader(images, batch_size=cfg.batch_size, shuffle=False,
                         collate_fn=collate_images)  # fmt: skip
     writer = PredictionDirWriter(out_dir, overlays=cfg.overlays, dataset=dataset)
     trainer = pl.Trainer(

@@ -274,3 +274,12 @@ def write_synthetic_cihp(
         layout=layout, size=96, max_persons=3, scale_range=(0.5, 0.95), occlusion=0.1
     )
     return generator.generate(root, num_train, num_val, seed=0)
+
+
+def write_exif_rotated_jpeg(path: str | Path, stored: np.ndarray, orientation: int = 6) -> Path:
+    """A JPEG whose pixels are ``stored`` (``H x W x 3``) and whose EXIF ``Orientation`` tag says
+    how to turn them upright (6: 90 degrees clockwise, as a phone held upright writes it)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # ExifTags.Base.Orientation
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    return Path(path)

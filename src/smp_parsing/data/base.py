@@ -12,9 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from smp_parsing.data.errors import BadSampleError, BadSampleTracker
-from smp_parsing.data.image_files import read_image_size
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+from smp_parsing.data.image_files import DATASET_IMAGE_SUFFIXES, read_image_size
 
 
 class ParsingDataset(Dataset, ABC):
@@ -166,7 +164,7 @@ class ListedDataset(ParsingDataset):
 def index_images(image_dir: Path) -> dict[str, Path]:
     """Image id (file stem) -> image file, from one listing of ``image_dir`` (not one stat per
     id: CIHP train lists 28k ids)."""
-    return {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in DATASET_IMAGE_SUFFIXES}
 
 
 def check_class_ids(label: np.ndarray, path: Path, num_classes: int, note: str = "") -> None:

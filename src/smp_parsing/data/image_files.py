@@ -2,7 +2,14 @@
 
 Every reader reads its pixels here: :func:`read_image` (RGB images), :func:`read_label_png`
 (one map of class ids: a one-channel PNG, or one channel of an RGB(A) PNG), :func:`read_image_size`
-(the header only).
+(the header only); ``predict`` reads its input images here too (:func:`read_image` with
+``exif_transpose=True``), with the same checks.
+
+EXIF orientation: a camera stores a photo's pixels as the sensor saw them and records in the
+EXIF ``Orientation`` tag how to turn them upright. The data sets read the **stored** pixel grid
+(their annotation PNGs index the stored pixels: MHP v2, CIHP and DensePose-COCO annotations were
+drawn on it, and a label whose size differs from its image is already an error); ``predict``
+turns a photo upright first, so a phone picture is parsed as a person sees it.
 
 Data folders come from elsewhere, so a reader must not trust a file to be what its name says:
 
@@ -26,13 +33,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from smp_parsing.data.errors import BadSampleError
 
 # 50 megapixels: 7000 x 7000, far above any MHP / COCO / CIHP image (under 8 MP), and 150 MB of
 # RGB once decoded, which a worker can afford; raise it with data.max_image_pixels.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
+# Images a data set reader finds by suffix in an images folder: what the layouts hold (MHP v2,
+# CIHP and COCO ship JPEG; the generated sets JPEG or PNG). Anything else in the folder is not
+# part of the data set, and an id must not silently resolve to a second file with its stem.
+DATASET_IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+# Images ``predict`` takes from a user's folder: the data sets' formats plus BMP (screenshots,
+# old cameras), which PIL reads with the same header checks.
+PREDICT_IMAGE_SUFFIXES: tuple[str, ...] = (*DATASET_IMAGE_SUFFIXES, ".bmp")
 
 # What PIL raises for a file that is not a (complete, sane) image.
 PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -145,7 +160,9 @@ def read_image_size(
         return image.height, image.width
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_image(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, exif_transpose: bool = False
+) -> np.ndarray:
     """Decode an image file as RGB, after checking its header.
 
     PIL is used rather than OpenCV because it raises on truncated files instead of returning a
@@ -154,16 +171,25 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
     Args:
         path: The image file.
         max_pixels: Largest ``width * height`` decoded (``data.max_image_pixels``).
+        exif_transpose: Turn the image upright by its EXIF ``Orientation`` tag (``predict``:
+            a photo as a person sees it). ``False`` (the data sets): the stored pixel grid,
+            which their annotations index (see the module docstring).
 
     Returns:
-        ``H x W x 3`` uint8 RGB array.
+        ``H x W x 3`` uint8 RGB array (``H x W`` after the EXIF turn when ``exif_transpose``).
 
     Raises:
-        BadSampleError: when the file is missing, not a regular file, truncated, not an image
-            or larger than ``max_pixels``.
+        BadSampleError: when the file is missing, not a regular file, truncated, not an image,
+            larger than ``max_pixels`` or (``exif_transpose``) has an unreadable EXIF block.
     """
     with open_image(path, max_pixels) as image:
-        return np.asarray(decode(path, image, "RGB"))
+        decoded = decode(path, image)
+        if exif_transpose:
+            try:
+                decoded = ImageOps.exif_transpose(decoded)  # a copy when there is nothing to do
+            except PIL_ERRORS as exc:
+                raise BadSampleError(path, f"cannot read image EXIF orientation ({exc})") from exc
+        return np.asarray(decode(path, decoded, "RGB"))  # the conversion's errors named too
 
 
 def read_label_png(
