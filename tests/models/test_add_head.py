@@ -2,10 +2,13 @@
 
 1. The head: an ``nn.Module`` on the FPN levels P2..P6 (built with ``in_channels``) that brings
    its targets (``build_targets(parsing_list, instances)``) and its loss terms (``loss(output,
-   targets)`` -> ``{"loss_<what>": weighted 0-dim tensor}``), see ``models/heads/base.py``.
+   targets)`` -> ``{"loss_<what>": weighted 0-dim tensor}``), see ``models/heads/base.py``;
+   optionally a decode hook (``decode(output, preds, metas)``) that adds its keys to each
+   image's prediction, and a ``built`` parameter of ``build_targets`` to read the targets of
+   the heads before it.
 2. Its config entry: ``model.net.extra_heads.<name>`` = the head's partial.
 3. ``SMP`` wires it: output in ``SMPOutputs.extra[<name>]``, terms in ``net.loss`` (summed into
-   ``loss``, logged as ``train/loss_<what>``). No other file changes.
+   ``loss``, logged as ``train/loss_<what>``), its keys in ``net.predict``. No other file changes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,38 @@ class ForegroundHead(nn.Module):
         bce = F.binary_cross_entropy_with_logits(output[:, 0, :h, :w].float(), targets)
         return {"loss_foreground": self.loss_weight * bce}
 
+    # Optional: the decode hook.
+    def decode(self, output: Tensor, preds: list[dict], metas: list[dict]) -> list[dict]:
+        """Adds ``"foreground"``: ``(H0, W0)`` probability at the original size (the image's
+        content, ``img_size`` at stride 4, resized as the parsing maps are)."""
+        out = []
+        for logits, pred, meta in zip(output, preds, metas):
+            h, w = (-(-s // 4) for s in meta["img_size"])
+            prob = logits[:, :h, :w].sigmoid()[None]
+            prob = F.interpolate(prob, size=tuple(meta["ori_size"]), mode="bilinear")[0, 0]
+            out.append({**pred, "foreground": prob})
+        return out
+
+
+class TargetsOfEarlierHeads(nn.Module):
+    """A head whose targets read those of the heads before it (``build_targets``'s ``built``):
+    the center heatmap, as a per-image count of human-center cells."""
+
+    def __init__(self, *, in_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 1, 1)
+        self.seen: list[str] = []
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        return self.conv(feats[-1]).mean((1, 2, 3))  # (B,)
+
+    def build_targets(self, parsing_list, instances, built) -> Tensor:
+        self.seen = list(built)
+        return (built["center"].heatmap == 1).flatten(1).sum(1).float()
+
+    def loss(self, output: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        return {"loss_count": F.mse_loss(output.float(), targets)}
+
 
 # Step 2: the config entry.
 HEAD_OVERRIDE = (
@@ -91,6 +126,50 @@ def test_extra_head_brings_its_output_targets_and_loss_term():
     assert targets.sum() > 0 and torch.equal(targets, expected)
     losses["loss"].backward()
     assert net.extra_heads["foreground"].conv.weight.grad.abs().sum() > 0
+
+
+def test_extra_head_decode_adds_its_key_to_the_predictions():
+    head_cfg = {"_target_": f"{__name__}.ForegroundHead", "_partial_": True}
+    net = _tiny_net(extra_heads={"foreground": head_cfg}).eval()
+    plain = _tiny_net().eval()  # same weights: the extra head is built last
+    metas = [
+        {"img_size": (64, 48), "ori_size": (128, 96)},
+        {"img_size": (64, 64), "ori_size": (64, 64)},
+    ]
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out, plain_out = net(images), plain(images)
+        for o in (out, plain_out):  # confident maps, so that persons are decoded
+            torch.manual_seed(3)
+            o.center = torch.randn_like(o.center) * 3
+            o.cate = [torch.randn_like(c) * 3 for c in o.cate]
+        preds, plain_preds = net.predict(out, metas), plain.predict(plain_out, metas)
+    for pred, ref, meta, logits in zip(preds, plain_preds, metas, out.extra["foreground"]):
+        assert set(pred) == set(ref) | {"foreground"}
+        assert pred["foreground"].shape == meta["ori_size"]
+        h, w = meta["img_size"][0] // 4, meta["img_size"][1] // 4  # multiples of 4 here
+        prob = logits[:, :h, :w].sigmoid()[None]
+        expected = F.interpolate(prob, size=meta["ori_size"], mode="bilinear")[0, 0]
+        assert torch.equal(pred["foreground"], expected)
+        # the built-in keys are untouched by the hook
+        assert torch.equal(pred["parsing"], ref["parsing"])
+        assert torch.equal(pred["scores"], ref["scores"])
+    assert sum(p["parsing"].shape[0] for p in preds) > 0
+
+
+def test_extra_head_reads_the_targets_of_the_heads_before_it():
+    head_cfg = {"_target_": f"{__name__}.TargetsOfEarlierHeads", "_partial_": True}
+    fg_cfg = {"_target_": f"{__name__}.ForegroundHead", "_partial_": True}
+    net = _tiny_net(extra_heads={"foreground": fg_cfg, "count": head_cfg})
+    parsing = [torch.zeros(1, 64, 64, dtype=torch.uint8), torch.zeros(0, 64, 64, dtype=torch.uint8)]
+    parsing[0][0, 8:40, 8:24] = 1
+    losses = net.loss(net(torch.randn(2, 3, 64, 64)), parsing)
+    assert net.extra_heads["count"].seen == ["center", "part", "offset", "foreground"]
+    assert list(losses)[-3:] == ["loss_foreground", "loss_count", "loss"]
+    counts = net.extra_heads["count"].build_targets(
+        parsing, None, {"center": net.build_targets(parsing).center}
+    )
+    assert counts[0] > 0 and counts[1] == 0
 
 
 def test_extra_head_without_targets_or_loss_is_refused():
