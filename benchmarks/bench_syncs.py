@@ -1,9 +1,12 @@
 """Host-device synchronisations of one training step and of one image's decode (issue 13).
 
-Counted with :class:`smp_parsing.utils.sync_counter.SyncCounter` (the calls that sync on an
-accelerator: ``.item()`` / ``int()`` / ``bool()``, ``.tolist()`` / ``.cpu()``, data-sized
-outputs such as ``nonzero``, boolean-mask indexing, tensors built from Python data), so the
-figures are the same on the CPU and on a GPU, whatever the speed. The network is the narrow
+Counted with :class:`smp_parsing.utils.sync_counter.SyncCounter` (the operations that sync on
+CUDA, seen at the aten dispatch level and for host copies at the Python level: ``.item()`` /
+``int()`` / ``bool()``, ``.tolist()`` / ``.cpu()``, data-sized outputs such as ``nonzero``,
+boolean-mask indexing, Python numbers or data copied to the device), so the figures are the
+same on the CPU and on a GPU, whatever the speed; on the H200 the decode's count equalled
+``torch.cuda.set_sync_debug_mode("warn")``'s (14) and the step's CUDA figure (5) is the CPU
+count less the CPU-only class-range read (2). The network is the narrow
 ResNet-18 SMP of the smoke benchmarks at the 1x grids (the count depends on the code path,
 not on the widths); the training batch holds ``--batch`` images of ``--size`` px with
 ``--persons`` blocky persons each (the last image empty); the decode runs on the oracle

@@ -13,8 +13,9 @@ its install step, in at most 8 minutes (a global time budget, ``--budget-s``):
 3. ``training``: one SGD step at the paper's size (batch 4, short side 800) of SMP-R50* and of Mask
    R-CNN R50-FPN, alternating (images/s), then each side's peak GPU memory on its own;
 4. ``syncs``: host-device synchronisations of one SMP-R50* training step and of one image's
-   decode: ``torch.cuda.set_sync_debug_mode("warn")`` warnings counted, beside a count of the
-   operators known to synchronise (:class:`SyncOpCounter`, the only count on the CPU);
+   decode: ``torch.cuda.set_sync_debug_mode("warn")`` warnings counted, beside the count of
+   :class:`smp_parsing.utils.sync_counter.SyncCounter` (the only count on the CPU, the one
+   ``benchmarks/bench_syncs.py`` and ``tests/models/test_syncs.py`` use);
 5. ``synthetic_training``: ``python -m smp_parsing.train experiment=synthetic trainer=gpu`` for
    200 steps at GPU size (512 px images, batch 16) in a subprocess; the logged training loss must
    be finite and decreasing.
@@ -48,14 +49,12 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.bench_inference import bench_smp_inference, decode_workload
 from benchmarks.bench_training import make_batch, mask_rcnn_step_fn, memory_of_side, smp_step_fn
@@ -70,6 +69,7 @@ from benchmarks.common import (
     set_threads,
     time_alternating,
 )
+from smp_parsing.utils.sync_counter import SyncCounter
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 PAPER_MS = {"SMP-R50*": 124.0, "SMP-R101*": 132.0}  # Table 4, one V100, MHP v2 val
@@ -191,91 +191,14 @@ DRY = Settings(
 
 
 # ----------------------------------------------------------------------- sync counting
-# Operators that make the host wait for the device when their inputs live on CUDA: a scalar read
-# (.item(), bool(), float()), data-dependent output sizes, and copies between host and device
-# (seen on CUDA only). The list is for the CPU, where there is no device to wait for; on CUDA the
-# sync debug mode is the authority.
-SYNC_OPS = frozenset(
-    {
-        "aten._local_scalar_dense",
-        "aten.nonzero",
-        "aten.masked_select",
-        "aten._unique2",
-        "aten.unique_dim",
-        "aten.unique_consecutive",
-        "aten.bincount",
-        "aten.multinomial",
-        "aten.equal",
-        "aten.allclose",
-    }
-)
-
-
-def _is_bool_index(args: tuple) -> bool:
-    """``aten.index`` / ``index_put`` with a boolean mask (a hidden ``nonzero``)."""
-    indices = args[1] if len(args) > 1 else ()
-    return isinstance(indices, (list, tuple)) and any(
-        isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices
-    )
-
-
-def _histc_range(args: tuple, kwargs: dict) -> tuple[float, float]:
-    """``(min, max)`` of an ``aten.histc`` call (defaults 0, 0)."""
-    lo = args[2] if len(args) > 2 else kwargs.get("min", 0)
-    hi = args[3] if len(args) > 3 else kwargs.get("max", 0)
-    return lo, hi
-
-
-class SyncOpCounter(TorchDispatchMode):
-    """Counts the operators of :data:`SYNC_OPS`, boolean-mask indexing and device-to-host copies.
-
-    Runs below autograd, so the backward's operators count too. Usage::
-
-        with SyncOpCounter() as counter:
-            step()
-        counter.total, counter.ops  # Counter of operator names
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    @property
-    def total(self) -> int:
-        return sum(self.ops.values())
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func._overloadpacket._qualified_op_name.replace("::", ".")
-        if name in SYNC_OPS:
-            self.ops[name] += 1
-        elif name == "aten.repeat_interleave" and kwargs.get("output_size") is None:
-            self.ops[name] += 1  # the output size is the sum of the repeats
-        elif name == "aten.histc" and _histc_range(args, kwargs) == (0, 0):
-            self.ops[name] += 1  # the range is read from the data
-        elif name in ("aten.index", "aten.index_put", "aten.index_put_") and _is_bool_index(args):
-            self.ops[f"{name}[bool mask]"] += 1
-        elif name in ("aten._to_copy", "aten.copy_"):
-            src = args[1] if name == "aten.copy_" else args[0]
-            dst = kwargs.get("device") if name == "aten._to_copy" else args[0].device
-            if isinstance(src, torch.Tensor) and dst is not None:
-                dst_type = torch.device(dst).type
-                if src.is_cuda and dst_type == "cpu":
-                    self.ops["device-to-host copy"] += 1
-                elif src.device.type == "cpu" and dst_type == "cuda" and not src.is_pinned():
-                    # from pageable memory: the host waits for the staging copy
-                    self.ops["host-to-device copy"] += 1
-        return func(*args, **kwargs)
-
-
 def count_syncs(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
     """Host-device synchronisations of one call of ``fn``.
 
     Returns:
-        ``sync_ops`` (operators counted by :class:`SyncOpCounter`) with their breakdown
-        ``sync_op_names``; on CUDA also ``cuda_syncs``: the warnings of
-        ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronising CUDA call that torch
-        instruments, including the ones inside kernels, e.g. boolean-mask indexing).
+        ``counted``: the syncs :class:`~smp_parsing.utils.sync_counter.SyncCounter` counts (on
+        any device), with ``counted_by_kind`` and ``counted_by_op``; on CUDA also
+        ``cuda_syncs``: the warnings of ``torch.cuda.set_sync_debug_mode("warn")`` (every
+        synchronising CUDA call that torch instruments, the authority where there is a GPU).
     """
     result: dict[str, Any] = {"cuda_syncs": None}
     with contextlib.ExitStack() as stack:
@@ -285,12 +208,13 @@ def count_syncs(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
             warnings.simplefilter("always")  # the same line twice counts twice
             torch.cuda.set_sync_debug_mode("warn")
             stack.callback(torch.cuda.set_sync_debug_mode, "default")
-        counter = stack.enter_context(SyncOpCounter())
+        counter = stack.enter_context(SyncCounter())
         fn()
     if device.type == "cuda":
         result["cuda_syncs"] = sum("called a synchronizing" in str(w.message) for w in caught)
-    result["sync_ops"] = counter.total
-    result["sync_op_names"] = dict(counter.ops.most_common())
+    result["counted"] = counter.total
+    result["counted_by_kind"] = dict(counter.counts.most_common())
+    result["counted_by_op"] = dict(counter.ops.most_common())
     return result
 
 
@@ -724,7 +648,7 @@ def _syncs_rows(ph: dict[str, Any]) -> list[Row]:
 
     def syncs(c: dict[str, Any]) -> str:
         cuda = "n/a" if c["cuda_syncs"] is None else str(c["cuda_syncs"])
-        return f"{cuda} CUDA syncs ({c['sync_ops']} sync-prone ops)"
+        return f"{cuda} CUDA syncs ({c['counted']} counted)"
 
     figures = f"{syncs(ph['training_step'])} / {syncs(ph['decode'])}"
     return [("host syncs: one training step / one image's decode", figures, "", "", _status(ph))]
