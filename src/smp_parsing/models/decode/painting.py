@@ -79,7 +79,8 @@ def person_windows(
     """
     mask_h, mask_w = mask_size
     limit = torch.full((2,), mask_h, dtype=torch.long, device=boxes.device)
-    limit[1] = mask_w  # filled on the device: no host-to-device copy
+    # fill_ on a slice: no host-to-device copy (`limit[1] = mask_w` copies a CPU scalar and waits)
+    limit[1:].fill_(mask_w)
     lows = torch.full((num_humans, 2), mask_h + mask_w, dtype=torch.long, device=boxes.device)
     lows.scatter_reduce_(0, human[:, None].expand(-1, 2), boxes[:, :2], "amin")
     highs = torch.full((num_humans, 2), -1, dtype=torch.long, device=boxes.device)

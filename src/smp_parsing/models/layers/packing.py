@@ -14,7 +14,9 @@ def consecutive_ids(sorted_labels: Tensor) -> Tensor:
     """``0, 0, 1, 1, 1, 2, ...``: the run index of each entry of a sorted label vector
     (``unique_consecutive``'s inverse, without its host read of the output size)."""
     change = torch.ones_like(sorted_labels, dtype=torch.long)
-    change[0] = 0
+    # fill_ takes the number as a kernel argument; `change[0] = 0` would copy a CPU scalar into
+    # the tensor, a host-to-device copy that waits for the GPU
+    change[:1].fill_(0)
     change[1:] = (sorted_labels[1:] != sorted_labels[:-1]).long()
     return torch.cumsum(change, 0)
 
