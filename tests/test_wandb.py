@@ -475,3 +475,33 @@ def test_report_logs_its_table_into_the_sweep_group(tmp_path) -> None:
                                 pytest.approx(39.0), 7.5, "ok"]  # fmt: skip
     assert table["data"][1][:2] == ["1", "False"] and table["data"][1][2:6] == [None] * 4
     assert run.project == "parsing-ablation"  # the jobs' project, read from their config
+
+
+def test_a_wandb_logger_points_every_process_at_its_save_dir(tmp_path, monkeypatch) -> None:
+    """``WANDB_DIR`` follows the logger's ``save_dir``: processes spawned by DDP inherit it."""
+    from omegaconf import OmegaConf
+
+    from smp_parsing.utils.instantiators import instantiate_loggers
+
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    cfg = OmegaConf.create({"wandb": {"_target_": "lightning.pytorch.loggers.wandb.WandbLogger",
+                                      "save_dir": str(tmp_path / "run"), "offline": True}})  # fmt: skip
+    (logger,) = instantiate_loggers(cfg)
+    assert logger.save_dir == str(tmp_path / "run")
+    import os
+
+    assert os.environ["WANDB_DIR"] == str(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_ddp_spawn_ranks_log_their_media_into_the_run_directory(synthetic_root, tmp_path,
+                                                               monkeypatch) -> None:  # fmt: skip
+    """Under ``trainer=ddp_sim`` (ddp_spawn) rank 0 attaches to the run its parent created: its
+    images and tables land in ``<run>/wandb``, not in ``./wandb`` of the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    run_dir = tmp_path / "run"
+    train_panels_run(synthetic_root, run_dir, "trainer=ddp_sim", "trainer.max_epochs=1")
+    assert not (tmp_path / "wandb").exists()
+    (run,) = offline_runs(run_dir)
+    assert list((run.dir / "files" / "media").rglob("*.png"))

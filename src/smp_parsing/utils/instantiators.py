@@ -6,8 +6,10 @@ import logging
 
 import hydra
 from lightning.pytorch import Callback
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
+
+from smp_parsing.utils.wandb_env import point_wandb_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +46,8 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
     loggers: list[Logger] = []
     for name, node in _targets(logger_cfg, "loggers"):
         log.info("Instantiating logger %s <%s>", name, node._target_)
-        loggers.append(hydra.utils.instantiate(node))
+        logger = hydra.utils.instantiate(node)
+        if isinstance(logger, WandbLogger) and logger.save_dir:
+            point_wandb_dir(logger.save_dir)  # spawned DDP ranks write there too
+        loggers.append(logger)
     return loggers

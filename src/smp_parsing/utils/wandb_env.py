@@ -54,6 +54,21 @@ def ensure_wandb_mode(netrc_path: str | os.PathLike | None = None) -> str:
     return os.environ.get("WANDB_MODE", "online")
 
 
+def point_wandb_dir(save_dir: str | os.PathLike) -> None:
+    """Make ``save_dir`` the W&B directory of every process of this job (``WANDB_DIR``).
+
+    The logger passes ``dir=save_dir`` to ``wandb.init`` in the process that creates the run.
+    Under ``ddp_spawn`` (``trainer=ddp_sim``) that is the parent: Lightning's ``WandbLogger``
+    creates the run before pickling itself, and the spawned rank 0 attaches to it, with W&B's
+    default directory, so its media (images, masks, tables) landed in ``./wandb`` of the working
+    directory. Spawned processes inherit the environment, so they write under ``save_dir`` too.
+
+    Args:
+        save_dir: the ``WandbLogger``'s ``save_dir`` (the job's output directory).
+    """
+    os.environ["WANDB_DIR"] = str(save_dir)
+
+
 def finish_wandb(failed: bool) -> None:
     """Finish the active W&B run, if any, so the next job of a sweep starts a fresh one.
 
