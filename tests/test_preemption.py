@@ -227,8 +227,11 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp
     # Lightning broadcasts rank 0's flag every step, both stop after the same step and save one
     # checkpoint together; the rerun resumes it and ends with the weights of a straight run.
     env = job_env("LOCAL_RANK")
+    # the ranks agree on the signal at every step here (the exact step is asserted; the check
+    # every n steps: test_a_signal_on_one_ddp_rank_stops_every_rank_at_the_same_step_within_n)
     ddp = ["+trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-           "data.num_workers=0", "data.persistent_workers=false"]  # fmt: skip
+           "data.num_workers=0", "data.persistent_workers=false",
+           "callbacks.preemption.sync_every_n_steps=1"]  # fmt: skip
     straight = run(train_command(synthetic_root, tmp_path / "straight", *ddp), env)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
@@ -247,3 +250,81 @@ def test_sigterm_under_ddp_stops_every_rank_at_the_same_step(synthetic_root, tmp
     a = torch.load(the_run_dir(tmp_path / "straight") / "checkpoints/last.ckpt", weights_only=True)
     b = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert_same_weights(a, b, global_step=4)
+
+
+# --------------------------------------------------------------------------------------------
+# How often the DDP ranks agree on a signal: 2 CPU processes (gloo), Lightning's BoringModel.
+# --------------------------------------------------------------------------------------------
+
+
+class SignalOneRank(pl.Callback):
+    """Rank ``rank`` alone sends itself SIGTERM during the step that reaches global step
+    ``step`` (after its backward); every rank counts the all-reduces of its strategy's
+    ``reduce_boolean_decision`` (the pre-emption check's only collective here)."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+        self.reduces = 0
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        reduce = trainer.strategy.reduce_boolean_decision
+
+        def counted(*args, **kwargs):
+            self.reduces += 1
+            return reduce(*args, **kwargs)
+
+        trainer.strategy.reduce_boolean_decision = counted
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step - 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _ddp_rank(rank: int, port: int, out_dir: str, every: int, signal_step: int) -> None:
+    """One of 2 DDP ranks (gloo), started as torchrun would (Lightning launches nothing when
+    ``LOCAL_RANK`` is set): fits BoringModel until the signal stops it, writes ``rank<r>.pt``."""
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from smp_parsing.utils.callbacks import PreemptionCheckpoint
+    from smp_parsing.utils.checkpoint_io import AtomicCheckpointIO
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",
+                      NODE_RANK="0", RANK=str(rank), LOCAL_RANK=str(rank))  # fmt: skip
+    saver = PreemptionCheckpoint(dirpath=Path(out_dir, "checkpoints"), sync_every_n_steps=every)
+    spy = SignalOneRank(1, signal_step)
+    trainer = pl.Trainer(
+        strategy="ddp", accelerator="cpu", devices=2, max_epochs=1, limit_train_batches=12,
+        limit_val_batches=0, plugins=[AtomicCheckpointIO()], logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[saver, spy], default_root_dir=out_dir,
+    )  # fmt: skip
+    stopped = False
+    try:
+        trainer.fit(BoringModel())
+    except SIGTERMException:
+        stopped = True
+    result = {"stopped": stopped, "step": trainer.global_step, "reduces": spy.reduces}
+    torch.save(result, Path(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_a_signal_on_one_ddp_rank_stops_every_rank_at_the_same_step_within_n(
+    tmp_path, free_port, every: int
+) -> None:
+    import torch.multiprocessing as mp
+
+    signal_step = 5
+    mp.start_processes(_ddp_rank, args=(free_port, str(tmp_path), every, signal_step), nprocs=2,
+                       start_method="fork")  # fmt: skip
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["stopped"] and ranks[1]["stopped"]  # rank 0 was not signalled
+    stopped = ranks[0]["step"]
+    # every rank after the same step: the first multiple of `every` from the signal's step on
+    assert ranks[1]["step"] == stopped == -(-signal_step // every) * every
+    assert signal_step <= stopped < signal_step + every
+    # one all-reduce per `every` steps on each rank (every=4: 2 in 8 steps), not one per step
+    assert ranks[0]["reduces"] == ranks[1]["reduces"] == stopped // every
+    state = torch.load(tmp_path / "checkpoints" / "preempted.ckpt", weights_only=False)
+    assert state["global_step"] == stopped

@@ -8,9 +8,11 @@ issues one collective more than the others, and the next collective mixes up (me
 run crashed in the next broadcast). This callback, from the first training batch on,
 
 - replaces the SIGTERM handler (and, with ``catch_sigint``, SIGINT's) by one that only records
-  the signal; at the end of every step the ranks agree on it (one 1-element all-reduce under
-  DDP, nothing in one process) and all of them set Lightning's flag together, so every rank
-  stops after the same step; a second Ctrl-C aborts at once;
+  the signal; in one process the flag is read at the end of every step; under DDP the ranks
+  agree on it (a 1-element all-reduce, a host sync) at the end of every ``sync_every_n_steps``-th
+  global step and of each epoch's last batch, the same steps on every rank, and all of them set
+  Lightning's flag together, so every rank stops after the same step, at most
+  ``sync_every_n_steps`` steps after the signal; a second Ctrl-C aborts at once;
 - saves ``<dirpath>/preempted.ckpt`` in ``on_exception`` (before Lightning finalises the
   loggers), atomically through the trainer's ``AtomicCheckpointIO`` plugin (a temporary file in
   the same directory, then ``os.replace``; a trainer without it is refused): weights,
@@ -182,14 +184,25 @@ class PreemptionCheckpoint(Callback):
         dirpath: directory of the checkpoint (the run's ``checkpoints/``).
         filename: its name, without ``.ckpt``.
         catch_sigint: stop gracefully on the first SIGINT too (SIGTERM always, by Lightning).
+        sync_every_n_steps: under DDP, the ranks agree on a signal (one all-reduce) at every
+            global step that is a multiple of this, and at the last batch of each epoch; 1: at
+            every step. In one process the signal is read at every step (no collective).
     """
 
     def __init__(
-        self, dirpath: str | os.PathLike, filename: str = "preempted", catch_sigint: bool = True
+        self,
+        dirpath: str | os.PathLike,
+        filename: str = "preempted",
+        catch_sigint: bool = True,
+        sync_every_n_steps: int = 10,
     ) -> None:
+        if sync_every_n_steps < 1:
+            raise ValueError(f"sync_every_n_steps must be >= 1, got {sync_every_n_steps}")
         self.dirpath = str(dirpath)
         self.filename = filename
         self.catch_sigint = catch_sigint
+        self.sync_every_n_steps = int(sync_every_n_steps)
+        self._last_sync_step: int | None = None  # the global step of the ranks' last agreement
         self.saved_path: str | None = None
         self.saved_step: int | None = None
         self._trainer: pl.Trainer | None = None
@@ -215,13 +228,31 @@ class PreemptionCheckpoint(Callback):
                         " (Ctrl-C again to abort now)" if signum == signal.SIGINT else "")  # fmt: skip
         self.signalled = signum
 
+    def _sync_now(self, trainer: pl.Trainer) -> bool:
+        """Whether the ranks agree on the signal at the end of this batch: a function of the
+        global step and of the position in the epoch, hence the same on every rank (the train
+        sampler gives every rank the same number of batches)."""
+        step = trainer.global_step
+        if step == self._last_sync_step:
+            return False  # once per global step (gradient accumulation: several batches)
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        last_batch = (
+            progress.is_last_batch
+            or progress.current.ready >= trainer.num_training_batches
+            or 0 <= trainer.max_steps <= step
+        )
+        return step % self.sync_every_n_steps == 0 or last_batch
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        # Every rank runs this at the same step: agree on the signal, then raise Lightning's
+        # Every rank runs this at the same steps: agree on the signal, then raise Lightning's
         # flag everywhere; its loop stops at the end of this step (SIGTERMException).
         stop = self.signalled is not None
         if trainer.world_size > 1:
+            if not self._sync_now(trainer):
+                return
+            self._last_sync_step = trainer.global_step
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer._signal_connector.received_sigterm = True
@@ -233,6 +264,7 @@ class PreemptionCheckpoint(Callback):
         self._trainer = trainer
         self.saved_path = self.saved_step = None
         self.signalled, self.requeued = None, False
+        self._last_sync_step = None
         # SLURM's requeue signal: installed now, before Lightning registers its handlers (it
         # does not replace a handler that is already there).
         env = trainer._accelerator_connector.cluster_environment
@@ -275,6 +307,8 @@ class PreemptionCheckpoint(Callback):
         # loaders not built by a data module (the train loader's workers start at its first
         # batch; validation workers started by the sanity check are not reached)
         shield_workers(trainer.train_dataloader)
+        # the first agreement comes after a step (a resumed run: not at its restored step)
+        self._last_sync_step = trainer.global_step
 
     # --------------------------------------------------------------- the save
     def on_exception(
