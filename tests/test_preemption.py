@@ -309,9 +309,14 @@ def _ddp_rank(rank: int, port: int, out_dir: str, every: int, signal_step: int) 
     torch.save(result, Path(out_dir, f"rank{rank}.pt"))
 
 
-@pytest.mark.parametrize("every", [1, 4])
+@pytest.mark.parametrize(
+    ("every", "stop_step", "reduces"),
+    # the signal in step 5 of 12: seen at the next multiple of `every`, or at the epoch's last
+    # batch (every=100: step 12, its only check; the fit then stops after the epoch end)
+    [(1, 5, 5), (4, 8, 2), (100, 12, 1)],
+)
 def test_a_signal_on_one_ddp_rank_stops_every_rank_at_the_same_step_within_n(
-    tmp_path, free_port, every: int
+    tmp_path, free_port, every: int, stop_step: int, reduces: int
 ) -> None:
     import torch.multiprocessing as mp
 
@@ -320,11 +325,10 @@ def test_a_signal_on_one_ddp_rank_stops_every_rank_at_the_same_step_within_n(
                        start_method="fork")  # fmt: skip
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["stopped"] and ranks[1]["stopped"]  # rank 0 was not signalled
-    stopped = ranks[0]["step"]
-    # every rank after the same step: the first multiple of `every` from the signal's step on
-    assert ranks[1]["step"] == stopped == -(-signal_step // every) * every
-    assert signal_step <= stopped < signal_step + every
+    # every rank after the same step, within `every` steps of the signal
+    assert ranks[0]["step"] == ranks[1]["step"] == stop_step
+    assert signal_step <= stop_step < signal_step + every
     # one all-reduce per `every` steps on each rank (every=4: 2 in 8 steps), not one per step
-    assert ranks[0]["reduces"] == ranks[1]["reduces"] == stopped // every
+    assert ranks[0]["reduces"] == ranks[1]["reduces"] == reduces
     state = torch.load(tmp_path / "checkpoints" / "preempted.ckpt", weights_only=False)
-    assert state["global_step"] == stopped
+    assert state["global_step"] == stop_step
