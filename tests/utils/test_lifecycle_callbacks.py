@@ -15,7 +15,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from conftest import compose_config
-from smp_parsing.utils.callbacks import BroadcastBuffers, MIRStageFreeze, RNGStateCheckpoint
+from smp_parsing.utils.callbacks import (
+    BroadcastBuffers,
+    InferenceTimer,
+    MIRStageFreeze,
+    RNGStateCheckpoint,
+)
 
 
 class PlugInNet(nn.Module):
@@ -106,6 +111,16 @@ def test_the_default_callbacks_include_rng_state_and_buffer_broadcast(tmp_path: 
         type(c) for c in instantiate_callbacks(compose_config("train", [], tmp_path).callbacks)
     }
     assert {RNGStateCheckpoint, BroadcastBuffers} <= kinds
+
+
+@pytest.mark.parametrize("entry", ["train", "eval"])
+def test_the_inference_timer_comes_first_in_train_and_eval(entry: str, tmp_path: Path) -> None:
+    # first: its batch-end hook closes the FPS window before the other callbacks' (image logger)
+    from smp_parsing.utils.instantiators import instantiate_callbacks
+
+    overrides = ["ckpt_path=x.ckpt"] if entry == "eval" else []
+    callbacks = instantiate_callbacks(compose_config(entry, overrides, tmp_path).callbacks)
+    assert isinstance(callbacks[0], InferenceTimer)
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
