@@ -66,6 +66,20 @@ def tiny_net_config(num_classes: int = 59, **changes):
     return cfg
 
 
+def tiny_parsing_batch() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Two 64 x 64 images and their person maps for the 5-class tiny network: image 0 holds two
+    blocky persons (classes 1 + 2, and 3), image 1 one person (class 4)."""
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(2, 3, 64, 64, generator=generator)
+    first = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    first[0, 4:20, 6:22] = 1
+    first[0, 20:50, 4:24] = 2
+    first[1, 10:40, 36:60] = 3
+    second = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    second[0, 16:60, 20:44] = 4
+    return images, [first, second]
+
+
 TINY_TRAINER_OVERRIDES = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=2",

@@ -40,16 +40,10 @@ def _tiny_net(**changes):
     return instantiate(tiny_net_config(num_classes=5, **changes))
 
 
-def _batch() -> tuple[Tensor, list[Tensor]]:
-    generator = torch.Generator().manual_seed(5)
-    images = torch.randn(2, 3, 64, 64, generator=generator)
-    first = torch.zeros(2, 64, 64, dtype=torch.uint8)
-    first[0, 4:20, 6:22] = 1
-    first[0, 20:50, 4:24] = 2
-    first[1, 10:40, 36:60] = 3
-    second = torch.zeros(1, 64, 64, dtype=torch.uint8)
-    second[0, 16:60, 20:44] = 4
-    return images, [first, second]
+def _batch():
+    from conftest import tiny_parsing_batch
+
+    return tiny_parsing_batch()
 
 
 def _assert_same(a, b, where: str = "targets") -> None:
