@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
 import gc
 import json
@@ -419,15 +420,20 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
     images, parsing = make_batch(
         s.train_batch, height, width, s.train_persons, num_classes=net.num_classes, device=dev
     )
-    losses: dict[str, list[float]] = {"smp": [], "mask_rcnn": []}
+    # SMP in fp32 too, from the same weights: its deformable convolutions run in fp32 under
+    # autocast anyway (torchvision's CUDA kernel), so whether bf16 trains the DCN backbones
+    # faster is a measurement (the H200's inference ran R-101* slower in bf16 than in fp32)
+    net_fp32 = copy.deepcopy(net)
+    losses: dict[str, list[float]] = {"smp": [], "smp_fp32": [], "mask_rcnn": []}
     steps = {
         "smp": smp_step_fn(net, images, parsing, device=dev, amp=amp),
+        "smp_fp32": smp_step_fn(net_fp32, images, parsing, device=dev, amp=False),
         "mask_rcnn": mask_rcnn_step_fn(peer, images, parsing, device=dev, amp=amp),
     }
     fns = {side: (lambda side=side: losses[side].append(steps[side]())) for side in steps}
     timings = time_alternating(fns, warmup=s.train_warmup, repeats=s.train_repeats, device=dev)
     steps.clear()  # the closures hold the models, their optimisers and the batch
-    del net, peer, images, parsing
+    del net, net_fp32, peer, images, parsing
     _release_memory(dev)
     figures: dict[str, Any] = {
         "label": label,
@@ -441,13 +447,13 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
         figures[f"{side}_images_per_s"] = 1e3 * s.train_batch / timing.ms
         figures[f"{side}_losses"] = losses[side]
     # each side alone for its peak (the other one's weights and optimiser state would count)
-    for side in ("smp", "mask_rcnn"):
+    for side in ("smp", "smp_fp32", "mask_rcnn"):
         base = 0
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
             base = torch.cuda.memory_allocated(dev)
         memory = memory_of_side(
-            side,
+            side.removesuffix("_fp32"),
             backbone=preset,
             batch=s.train_batch,
             height=height,
@@ -455,7 +461,7 @@ def phase_training(check: Check, limit: float) -> dict[str, Any]:
             persons=s.train_persons,
             steps=1,
             device=dev,
-            amp=amp,
+            amp=amp and not side.endswith("_fp32"),
             overrides=s.net_overrides,
         )
         figures[f"{side}_peak_gpu_mib"] = (
@@ -630,7 +636,7 @@ def _training_rows(ph: dict[str, Any]) -> list[Row]:
     if "smp_step_ms" not in ph:
         return []
     precision = "bf16" if ph["amp_bf16"] else "fp32"
-    return [
+    rows = [
         (
             f"training step {ph['label']} {precision}, batch {ph['batch']}, "
             f"{ph['size'][0]}x{ph['size'][1]}: images/s, peak GPU memory",
@@ -640,6 +646,17 @@ def _training_rows(ph: dict[str, Any]) -> list[Row]:
             _status(ph),
         )
     ]
+    if "smp_fp32_step_ms" in ph:  # the same step in fp32, timed in the same rounds
+        rows.append(
+            (
+                f"training step {ph['label']} fp32 (same rounds): images/s, peak GPU memory",
+                f"{ph['smp_fp32_images_per_s']:.1f} img/s, {_gib(ph['smp_fp32_peak_gpu_mib'])}",
+                "",
+                "",
+                _status(ph),
+            )
+        )
+    return rows
 
 
 def _syncs_rows(ph: dict[str, Any]) -> list[Row]:

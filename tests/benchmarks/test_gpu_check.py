@@ -163,10 +163,11 @@ def test_syncs_phase_in_process_dry_run():
     assert syncs["status"] == "ok", syncs.get("traceback")
     assert syncs["training_step"]["cuda_syncs"] is None  # no CUDA here
     # the counts of tests/models/test_syncs.py on gpu_check's own workload (SMP-R50* at toy
-    # widths): 5 CUDA syncs per step (+2 CPU-only class-range reads), 14 per decode, as on the
-    # H200 (benchmarks/records/2026-11-29_h200)
+    # widths): 5 CUDA syncs per step (+2 CPU-only class-range reads), as on the H200
+    # (benchmarks/records/2026-11-29_h200), and 12 per decode (the H200's 14 less the two
+    # host-to-device copies removed since)
     assert 0 < syncs["training_step"]["counted"] <= 7, syncs["training_step"]
-    assert 0 < syncs["decode"]["counted"] <= 14, syncs["decode"]
+    assert 0 < syncs["decode"]["counted"] <= 12, syncs["decode"]
     assert sum(syncs["decode"]["counted_by_op"].values()) == syncs["decode"]["counted"]
     assert result["ok"] and "dry run" in result["note"]
 
@@ -199,10 +200,12 @@ def test_dry_run_end_to_end(tmp_path):
     assert rows["SMP-R50*", "fp32"]["paper_v100_ms"] == 124.0
     assert "mask_rcnn_ms" not in rows["SMP-R101*", "fp32"]
     training = phases["training"]
-    for side in ("smp", "mask_rcnn"):
+    for side in ("smp", "smp_fp32", "mask_rcnn"):  # smp_fp32: SMP without autocast, same rounds
         assert training[f"{side}_images_per_s"] > 0
         assert training[f"{side}_peak_gpu_mib"] is None  # no GPU memory on the CPU
         assert len(training[f"{side}_losses"]) == 1
+    # the same weights and batch: without autocast on the CPU, the same first loss
+    assert training["smp_fp32_losses"] == training["smp_losses"]
     syncs = phases["syncs"]
     assert syncs["training_step"]["counted"] > 0 and syncs["decode"]["cuda_syncs"] is None
     synthetic = phases["synthetic_training"]
@@ -212,5 +215,7 @@ def test_dry_run_end_to_end(tmp_path):
     # one table: printed, in the JSON and beside it as Markdown
     table = result["table"]
     assert table in proc.stdout
+    assert "training step SMP-R50* fp32 (same rounds)" in table
     assert Path(out.with_suffix(".md")).read_text().strip() == table
-    assert sum(ln.startswith("|") for ln in table.splitlines()) == 2 + 6  # 2 inference rows
+    # header + separator, then 2 inference rows and 2 training rows (the fp32 one beside)
+    assert sum(ln.startswith("|") for ln in table.splitlines()) == 2 + 7
