@@ -515,18 +515,24 @@ def phase_syncs(check: Check, limit: float) -> dict[str, Any]:
     }
 
 
-def read_loss_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """``(step, train/loss)`` rows of the CSV logger's ``metrics.csv`` under ``run_dir``."""
+def read_logged(run_dir: Path, *keys: str) -> list[tuple[int, float]]:
+    """``(step, value)`` rows of the CSV logger's ``metrics.csv`` under ``run_dir`` that log one
+    of ``keys`` (the first of them a row holds)."""
     files = sorted(run_dir.rglob("metrics.csv"))
     if not files:
         raise FileNotFoundError(f"no metrics.csv under {run_dir}")
     curve = []
     with files[-1].open() as f:
         for row in csv.DictReader(f):
-            value = row.get("train/loss_step") or row.get("train/loss")
-            if value not in (None, ""):
+            value = next((row[k] for k in keys if row.get(k) not in (None, "")), None)
+            if value is not None:
                 curve.append((int(row["step"]), float(value)))
     return curve
+
+
+def read_loss_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """``(step, train/loss)`` rows of the CSV logger's ``metrics.csv`` under ``run_dir``."""
+    return read_logged(run_dir, "train/loss_step", "train/loss")
 
 
 def phase_synthetic_training(check: Check, limit: float) -> dict[str, Any]:
@@ -570,6 +576,9 @@ def phase_synthetic_training(check: Check, limit: float) -> dict[str, Any]:
         if proc.returncode != 0:
             return {**figures, "status": "failed", "error": output[-1500:]}
         curve = read_loss_curve(run_dir)
+        # each epoch's validation on the device: the InferenceTimer's images/s and the metric
+        val_fps = [v for _, v in read_logged(run_dir, "val/fps")]
+        val_ap50 = [v for _, v in read_logged(run_dir, "val/APp50")]
         summary_file = run_dir / "metrics.json"
         if summary_file.is_file():
             summary = json.loads(summary_file.read_text())
@@ -588,9 +597,13 @@ def phase_synthetic_training(check: Check, limit: float) -> dict[str, Any]:
         loss_curve=[[step, round(v, 5)] for step, v in curve],
         finite=finite,
         decreasing=finite and last < first,
+        val_fps=val_fps,
+        val_APp50=val_ap50,
     )
     if not (finite and last < first):
         figures.update(status="failed", error=f"loss not finite and decreasing: {first} -> {last}")
+    elif not val_fps or not all(v > 0 for v in val_fps) or len(val_ap50) != len(val_fps):
+        figures.update(status="failed", error=f"validation: fps {val_fps}, APp50 {val_ap50}")
     return figures
 
 
@@ -679,7 +692,12 @@ def _synthetic_training_rows(ph: dict[str, Any]) -> list[Row]:
         (
             f"synthetic experiment, {ph['steps']} steps: train loss first -> last quarter",
             f"{ph['loss_first_quarter']:.3f} -> {ph['loss_last_quarter']:.3f} ({verdict}), "
-            f"{ph['wall_s']:.0f} s",
+            f"{ph['wall_s']:.0f} s"
+            + (
+                f"; last val: {ph['val_fps'][-1]:.1f} img/s, AP^p_50 {ph['val_APp50'][-1]:.3f}"
+                if ph.get("val_fps") and ph.get("val_APp50")
+                else ""
+            ),
             "",
             "",
             _status(ph),

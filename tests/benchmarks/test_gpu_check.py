@@ -125,6 +125,7 @@ def test_read_loss_curve_takes_the_step_rows(tmp_path):
         "0,0,,5.0,\n0,1,,4.5,\n0,1,4.75,,\n0,1,,,0.1\n1,2,,4.0,\n"
     )
     assert gpu_check.read_loss_curve(tmp_path) == [(0, 5.0), (1, 4.5), (2, 4.0)]
+    assert gpu_check.read_logged(tmp_path, "val/APp50") == [(1, 0.1)]
     with pytest.raises(FileNotFoundError):
         gpu_check.read_loss_curve(tmp_path / "csv" / "nothing")
 
@@ -212,6 +213,10 @@ def test_dry_run_end_to_end(tmp_path):
     assert synthetic["global_step"] == synthetic["steps"] == 12
     assert synthetic["logged_steps"] == 12 and synthetic["finite"] and synthetic["decreasing"]
     assert synthetic["loss_last_quarter"] < synthetic["loss_first_quarter"]
+    # a validation after each epoch of 4 steps that ends before max_steps (2 here), timed by
+    # the InferenceTimer callback
+    assert len(synthetic["val_fps"]) == len(synthetic["val_APp50"]) >= 2
+    assert all(fps > 0 for fps in synthetic["val_fps"])
     # one table: printed, in the JSON and beside it as Markdown
     table = result["table"]
     assert table in proc.stdout
