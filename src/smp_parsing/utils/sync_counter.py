@@ -36,10 +36,12 @@ instead, and a GPU run counts the same ones beside the debug mode's figure
     read from the data; none otherwise), not its CPU range checks (two ``item``).
 
 A call decided at the Python level is not counted again at the dispatch level. Measured on one
-H200 (``torch.cuda.set_sync_debug_mode("warn")``, ``make gpu-check``): one SMP-R50* training step
-= 5 CUDA syncs, one image's decode = 14, which this counter gives on CUDA and predicts on the CPU
-for the decode; the training step counts 2 more on the CPU, where the class-range check of
-``models/targets/instances.py`` reads the range (``torch._assert_async`` on an accelerator).
+H200 (``torch.cuda.set_sync_debug_mode("warn")``, ``make gpu-check``, before this counter
+existed): one SMP-R50* training step = 5 CUDA syncs, one image's decode = 14. On the CPU this
+counter gave 14 for that decode, and 12 once two of its host-to-device copies were removed; the
+training step counts 7, 2 more than CUDA's 5, because the class-range check of
+``models/targets/instances.py`` reads the range on the CPU (``torch._assert_async`` on an
+accelerator). The counter itself has not run on a GPU yet.
 
 Usage::
 
